@@ -1,0 +1,13 @@
+"""audiodiff: diffusion-based speech enhancement (SGMSE+, StoRM, DDSP) in PyTorch."""
+
+__version__ = "0.1.0"
+__all__ = ["Enhancer", "__version__"]
+
+
+def __getattr__(name: str):
+    # Imported lazily so that `import audiodiff.spec` (and the CLI's start-up) stay light.
+    if name == "Enhancer":
+        from .enhance import Enhancer
+
+        return Enhancer
+    raise AttributeError(f"module 'audiodiff' has no attribute {name!r}")

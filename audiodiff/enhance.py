@@ -1,0 +1,186 @@
+"""The inference API: waveform in, enhanced waveform out, on any device.
+
+One pipeline, written once: resample to the model rate -> divide by peak |y| -> compressed STFT ->
+pad frames to a multiple of 64 -> reverse sampler -> iSTFT -> undo the scaling -> resample back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from . import sampling
+from .audio import resample
+from .checkpoint import load_pretrained
+from .config import ModelConfig, SamplerConfig
+from .models import ScoreModel
+from .sampling import GeneratorArg
+from .spec import Spectrogram, num_frames
+
+PREDICTOR_STEPS = {
+    "reverse_diffusion": sampling.reverse_diffusion_step,
+    "euler_maruyama": sampling.euler_maruyama_step,
+}
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """'auto' (or None) -> CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def run_sampler(
+    model: ScoreModel,
+    y: torch.Tensor,
+    settings: SamplerConfig,
+    *,
+    lengths: torch.Tensor | None = None,
+    generator: GeneratorArg = None,
+) -> torch.Tensor:
+    """Reverse process for a batch of noisy spectrograms y (B, 1, F, T) -> clean estimate."""
+    sde = model.sde
+    timesteps = sampling.time_grid(settings.steps, T=sde.T, t_eps=settings.t_eps, device=y.device)
+
+    def score_fn(x, mean_target, t):
+        return model(x, mean_target, t)
+
+    common = dict(lengths=lengths, generator=generator)
+    if settings.method == "pc":
+        return sampling.sample_pc(
+            sde,
+            score_fn,
+            y,
+            timesteps,
+            predictor=PREDICTOR_STEPS[settings.predictor],
+            corrector_steps=settings.corrector_steps,
+            snr=settings.snr,
+            **common,
+        )
+    if settings.method == "ode_euler":
+        return sampling.sample_ode_euler(sde, score_fn, y, timesteps, **common)
+    return sampling.sample_ode_heun(sde, score_fn, y, timesteps, **common)
+
+
+def _as_channels(waveform) -> tuple[torch.Tensor, object]:
+    """Any (..., L) array/tensor -> ((N, L) float32 CPU tensor, how to restore its type)."""
+    if isinstance(waveform, np.ndarray):
+        dtype = waveform.dtype if np.issubdtype(waveform.dtype, np.floating) else np.float32
+        flat = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+        return flat.reshape(-1, waveform.shape[-1]), ("numpy", waveform.shape, dtype)
+    if isinstance(waveform, torch.Tensor):
+        dtype = waveform.dtype if waveform.is_floating_point() else torch.float32
+        flat = waveform.detach().to("cpu", torch.float32)
+        return flat.reshape(-1, waveform.shape[-1]), (
+            "torch",
+            waveform.shape,
+            dtype,
+            waveform.device,
+        )
+    raise TypeError(f"expected a numpy array or torch tensor, got {type(waveform).__name__}")
+
+
+def _restore(channels: torch.Tensor, how) -> np.ndarray | torch.Tensor:
+    if how[0] == "numpy":
+        return channels.reshape(how[1]).numpy().astype(how[2], copy=False)
+    return channels.reshape(how[1]).to(device=how[3], dtype=how[2])
+
+
+class Enhancer:
+    """Enhance speech with a score-based model.
+
+    >>> enhancer = Enhancer.from_pretrained("path/to/model")
+    >>> clean = enhancer(noisy, 16000)  # numpy/torch, (L,) or (C, L); same type, shape, rate
+    """
+
+    def __init__(self, model: ScoreModel, config: ModelConfig, device=None, batch_size: int = 8):
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.spectrogram = Spectrogram(config.spec)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, device=None, batch_size: int = 8
+    ) -> Enhancer:
+        model, config = load_pretrained(name_or_path)
+        return cls(model, config, device=device, batch_size=batch_size)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.spec.sample_rate
+
+    def __call__(self, waveform, sample_rate: int, *, seed: int | None = None, **sampler_overrides):
+        """Enhance one waveform (numpy/torch, time on the last axis) or a list of them.
+
+        ``sampler_overrides`` replace fields of the model's sampler config, e.g. ``steps=10``.
+        """
+        settings = replace(self.config.sampler, **sampler_overrides)
+        items = waveform if isinstance(waveform, (list, tuple)) else [waveform]
+        converted = [_as_channels(w) for w in items]
+        rows = [row for channels, _ in converted for row in channels]
+        enhanced = self.enhance_rows(rows, sample_rate, settings, seed)
+        outputs, start = [], 0
+        for channels, how in converted:
+            count = channels.shape[0]
+            outputs.append(_restore(torch.stack(enhanced[start : start + count]), how))
+            start += count
+        return outputs if isinstance(waveform, (list, tuple)) else outputs[0]
+
+    def enhance_rows(
+        self,
+        rows: list[torch.Tensor],
+        sample_rate: int,
+        settings: SamplerConfig,
+        seed: int | None = None,
+    ) -> list[torch.Tensor]:
+        """Mono signals (L_i,) at ``sample_rate`` -> enhanced mono signals of the same lengths."""
+        at_model_rate = [
+            torch.from_numpy(resample(r.numpy(), sample_rate, self.sample_rate)) for r in rows
+        ]
+        order = sorted(range(len(rows)), key=lambda i: at_model_rate[i].shape[-1])
+        results: list[torch.Tensor | None] = [None] * len(rows)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]  # similar lengths batch together
+            # one generator per signal, seeded by position: its noise does not depend on the batch
+            generators = None
+            if seed is not None:
+                generators = [torch.Generator(self.device).manual_seed(seed + i) for i in batch]
+            outs = self._enhance_batch([at_model_rate[i] for i in batch], settings, generators)
+            for i, out in zip(batch, outs):
+                back = resample(out.numpy(), self.sample_rate, sample_rate)
+                results[i] = _fit_length(torch.from_numpy(back), rows[i].shape[-1])
+        return results
+
+    @torch.inference_mode()
+    def _enhance_batch(
+        self, waves: list[torch.Tensor], settings: SamplerConfig, generator: GeneratorArg
+    ) -> list[torch.Tensor]:
+        # at least one FFT frame of samples, so the centred STFT's reflection padding is defined
+        longest = max(max(w.shape[-1] for w in waves), self.config.spec.n_fft)
+        scales = torch.tensor([max(float(w.abs().max()), 1e-8) for w in waves])
+        padded = torch.stack(
+            [torch.nn.functional.pad(w, (0, longest - w.shape[-1])) for w in waves]
+        )
+        padded = (padded / scales[:, None]).to(self.device)  # (B, L), SGMSE+ peak normalisation
+        y = self.spectrogram.analyse(padded)  # (B, 1, F, T)
+        frames = y.shape[-1]
+        y = self.spectrogram.pad_frames(y)  # (B, 1, F, T'), T' a multiple of 64
+        lengths = torch.tensor(
+            [num_frames(w.shape[-1], self.config.spec) for w in waves], device=self.device
+        )
+        x = run_sampler(self.model, y, settings, lengths=lengths, generator=generator)
+        clean = self.spectrogram.synthesise(x[..., :frames], length=longest).cpu()  # (B, L)
+        clean = clean * scales[:, None]
+        return [clean[i, : w.shape[-1]] for i, w in enumerate(waves)]
+
+
+def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Trim or zero-pad the last axis to ``length`` (resampling can be off by a sample)."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1]))

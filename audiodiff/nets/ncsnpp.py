@@ -1,0 +1,498 @@
+"""NCSN++ score network (Song et al. 2021) in the SGMSE+ configuration (Richter et al. 2023).
+
+A U-Net over complex spectrograms stacked as real channels (B, C, F, T): BigGAN-style residual
+blocks with FIR resampling, self-attention at selected frequency resolutions and in the
+bottleneck, a progressive input pyramid ('input_skip', summed in after every downsampling) and a
+progressive output pyramid ('output_skip', summed across levels), then a final 1x1 projection.
+Weight-compatible with ``sgmse.backbones.ncsnpp.NCSNpp`` via ``convert_reference_state_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from audiodiff.nets.layers import (
+    FIRDownsample,
+    FIRUpsample,
+    OutputSkipHead,
+    ResnetBlockBigGAN,
+    SelfAttention2d,
+    TimeEmbedding,
+    conv2d,
+    num_groups,
+)
+from audiodiff.tensors import append_dims
+
+_TUPLE_FIELDS = ("ch_mult", "attn_resolutions", "fir_kernel")
+
+
+@dataclass(frozen=True)
+class NCSNppConfig:
+    """Hyper-parameters of NCSN++; the defaults are the SGMSE+ network (~65.6 M parameters)."""
+
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    in_channels: int = 4  # real/imag of each complex input spectrogram
+    out_channels: int = 2  # real/imag of the complex output
+    time_conditional: bool = True  # False for the StoRM predictive net (no time input at all)
+    num_freqs: int = 256  # frequency bins the resolutions are counted from (reference image_size)
+    fourier_scale: float = 16.0
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in _TUPLE_FIELDS:  # accept lists (e.g. from YAML) but store tuples
+            value = getattr(self, name)
+            _check(isinstance(value, (list, tuple)), f"{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        _validate(self)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.ch_mult)
+
+    @property
+    def downsampling_factor(self) -> int:
+        """F and T must be multiples of this."""
+        return 2 ** (self.num_levels - 1)
+
+    def level_has_attention(self, level: int) -> bool:
+        """Attention is placed by the frequency size of a level: num_freqs / 2**level."""
+        return self.num_freqs // 2**level in self.attn_resolutions
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-friendly dict (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NCSNppConfig:
+        """Inverse of ``to_dict``; unknown keys are an error."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown NCSNppConfig keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**dict(data))
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"invalid NCSNppConfig: {message}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate(cfg: NCSNppConfig) -> None:
+    """Reject configurations that cannot be built or cannot run."""
+    for name in ("nf", "num_res_blocks", "in_channels", "out_channels", "num_freqs"):
+        value = getattr(cfg, name)
+        _check(_is_int(value) and value >= 1, f"{name} must be a positive int, got {value!r}")
+    _check(len(cfg.ch_mult) >= 1, "ch_mult must not be empty")
+    _check(all(_is_int(m) and m >= 1 for m in cfg.ch_mult), f"bad ch_mult {cfg.ch_mult}")
+    _check(
+        all(_is_int(r) and r >= 1 for r in cfg.attn_resolutions),
+        f"attn_resolutions must be positive ints, got {cfg.attn_resolutions}",
+    )
+    _check(
+        cfg.num_freqs % cfg.downsampling_factor == 0,
+        f"num_freqs={cfg.num_freqs} is not divisible by 2**(len(ch_mult)-1)",
+    )
+    _check(isinstance(cfg.time_conditional, bool), "time_conditional must be a bool")
+    _check(
+        _is_real(cfg.fourier_scale) and cfg.fourier_scale > 0,
+        f"fourier_scale must be > 0, got {cfg.fourier_scale!r}",
+    )
+    _check(
+        _is_real(cfg.dropout) and 0.0 <= cfg.dropout < 1.0,
+        f"dropout must be in [0, 1), got {cfg.dropout!r}",
+    )
+    _check(
+        len(cfg.fir_kernel) >= 2 and len(cfg.fir_kernel) % 2 == 0,
+        f"fir_kernel must have an even number (>= 2) of taps, got {cfg.fir_kernel}",
+    )
+    _check(all(_is_real(tap) for tap in cfg.fir_kernel), f"bad fir_kernel {cfg.fir_kernel}")
+    _check(sum(cfg.fir_kernel) > 0, f"fir_kernel taps must have a positive sum: {cfg.fir_kernel}")
+    for channels in _normalised_channel_counts(cfg):
+        groups = num_groups(channels)
+        _check(
+            groups >= 1 and channels % groups == 0,
+            f"GroupNorm cannot split {channels} channels into min(C // 4, 32) = {groups} "
+            "groups; choose nf / ch_mult so that every width is a multiple of its group count",
+        )
+
+
+def _normalised_channel_counts(cfg: NCSNppConfig) -> set[int]:
+    """Every channel count that enters a GroupNorm (including concatenated skip inputs)."""
+    widths = [cfg.nf * m for m in cfg.ch_mult]
+    counts = set(widths)
+    skips = _skip_channels(cfg)
+    in_ch = widths[-1]
+    for level in reversed(range(cfg.num_levels)):
+        for _ in range(cfg.num_res_blocks + 1):
+            counts.add(in_ch + skips.pop())
+            in_ch = widths[level]
+    return counts
+
+
+def _skip_channels(cfg: NCSNppConfig) -> list[int]:
+    """Channel counts of the encoder activations stored for the decoder, in push order."""
+    widths = [cfg.nf * m for m in cfg.ch_mult]
+    skips = [cfg.nf]
+    for level, width in enumerate(widths):
+        skips += [width] * cfg.num_res_blocks
+        if level != cfg.num_levels - 1:
+            skips.append(width)
+    return skips
+
+
+PRESETS: dict[str, NCSNppConfig] = {
+    # SGMSE+ (Richter et al. 2023): the score SDE NCSN++ at 256 frequency bins.
+    "ncsnpp": NCSNppConfig(),
+    # StoRM's "NCSN++M" (Lemercier et al. 2023): 4 levels, 1 block per level, attention only in
+    # the bottleneck (the smallest level has 32 bins, so no level matches a 16-bin resolution).
+    "ncsnpp_m": NCSNppConfig(ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=()),
+    "ncsnpp_s": NCSNppConfig(nf=64, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=()),
+    "ncsnpp_tiny": NCSNppConfig(nf=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=()),
+}
+
+
+class DownLevel(nn.Module):
+    """One encoder resolution: residual blocks (+ attention), then a downsampling residual block
+    with the progressive input pyramid summed in through a 1x1 conv."""
+
+    def __init__(self, cfg: NCSNppConfig, level: int, in_ch: int, temb_dim: int | None):
+        super().__init__()
+        width = cfg.nf * cfg.ch_mult[level]
+        self.blocks = nn.ModuleList()
+        self.attn = nn.ModuleList()
+        for index in range(cfg.num_res_blocks):
+            self.blocks.append(_block(cfg, in_ch if index == 0 else width, width, temb_dim))
+            if cfg.level_has_attention(level):
+                self.attn.append(SelfAttention2d(width))
+        self.downsample: ResnetBlockBigGAN | None = None
+        self.input_skip: nn.Conv2d | None = None
+        self.pyramid_down: FIRDownsample | None = None
+        if level != cfg.num_levels - 1:
+            self.downsample = _block(cfg, width, width, temb_dim, resample="down")
+            self.input_skip = conv2d(cfg.in_channels, width, 1)
+            self.pyramid_down = FIRDownsample(cfg.fir_kernel)
+
+    def forward(
+        self, h: Tensor, pyramid: Tensor, temb: Tensor | None, skips: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Run the level, pushing each activation for the decoder onto ``skips``."""
+        for index, block in enumerate(self.blocks):
+            h = block(h, temb)
+            if len(self.attn):
+                h = self.attn[index](h)
+            skips.append(h)
+        if self.downsample is not None:
+            h = self.downsample(h, temb)
+            pyramid = self.pyramid_down(pyramid)  # (B, C_in, H, W) -> (B, C_in, H/2, W/2)
+            h = h + self.input_skip(pyramid)
+            skips.append(h)
+        return h, pyramid
+
+
+class MidBlock(nn.Module):
+    """Bottleneck: residual block, self-attention, residual block."""
+
+    def __init__(self, cfg: NCSNppConfig, channels: int, temb_dim: int | None):
+        super().__init__()
+        self.block1 = _block(cfg, channels, channels, temb_dim)
+        self.attn = SelfAttention2d(channels)
+        self.block2 = _block(cfg, channels, channels, temb_dim)
+
+    def forward(self, h: Tensor, temb: Tensor | None) -> Tensor:
+        return self.block2(self.attn(self.block1(h, temb)), temb)
+
+
+class UpLevel(nn.Module):
+    """One decoder resolution: residual blocks over [h, skip] concatenations (+ attention), the
+    output-pyramid head, then an upsampling residual block."""
+
+    def __init__(
+        self, cfg: NCSNppConfig, level: int, in_ch: int, skip_chs: list[int], temb_dim: int | None
+    ):
+        super().__init__()
+        width = cfg.nf * cfg.ch_mult[level]
+        self.blocks = nn.ModuleList()
+        for skip_ch in skip_chs:
+            self.blocks.append(_block(cfg, in_ch + skip_ch, width, temb_dim))
+            in_ch = width
+        self.attn = SelfAttention2d(width) if cfg.level_has_attention(level) else None
+        self.output_skip = OutputSkipHead(width, cfg.in_channels)
+        self.upsample: ResnetBlockBigGAN | None = None
+        self.pyramid_up: FIRUpsample | None = None
+        if level != 0:
+            self.upsample = _block(cfg, width, width, temb_dim, resample="up")
+        if level != cfg.num_levels - 1:
+            self.pyramid_up = FIRUpsample(cfg.fir_kernel)
+
+    def forward(
+        self, h: Tensor, pyramid: Tensor | None, temb: Tensor | None, skips: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Run the level, popping encoder activations from ``skips``."""
+        for block in self.blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), temb)  # concat along channels
+        if self.attn is not None:
+            h = self.attn(h)
+        head = self.output_skip(h)
+        if self.pyramid_up is None:  # coarsest level starts the pyramid
+            pyramid = head
+        else:
+            pyramid = self.pyramid_up(pyramid) + head  # (B, C_in, H/2, W/2) -> (B, C_in, H, W)
+        if self.upsample is not None:
+            h = self.upsample(h, temb)
+        return h, pyramid
+
+
+def _block(
+    cfg: NCSNppConfig, in_ch: int, out_ch: int, temb_dim: int | None, resample: str = "none"
+) -> ResnetBlockBigGAN:
+    return ResnetBlockBigGAN(
+        in_ch, out_ch, temb_dim, resample=resample, fir_kernel=cfg.fir_kernel, dropout=cfg.dropout
+    )
+
+
+class NCSNpp(nn.Module):
+    """NCSN++ U-Net (Song et al. 2021) as configured for SGMSE+ (Richter et al. 2023).
+
+    ``down[i]`` / ``up[i]`` are the encoder / decoder stages at resolution level ``i`` (level 0 is
+    full resolution); the decoder runs ``up[L-1]`` ... ``up[0]``.
+    """
+
+    def __init__(self, config: NCSNppConfig):
+        super().__init__()
+        self.config = cfg = config
+        temb_dim = 4 * cfg.nf if cfg.time_conditional else None
+        self.time_embed = TimeEmbedding(cfg.nf, cfg.fourier_scale) if temb_dim is not None else None
+        self.input_conv = conv2d(cfg.in_channels, cfg.nf, 3)
+
+        in_ch = cfg.nf
+        self.down = nn.ModuleList()
+        for level in range(cfg.num_levels):
+            self.down.append(DownLevel(cfg, level, in_ch, temb_dim))
+            in_ch = cfg.nf * cfg.ch_mult[level]
+        self.mid = MidBlock(cfg, in_ch, temb_dim)
+
+        skips = _skip_channels(cfg)
+        up_levels: list[UpLevel] = []
+        for level in reversed(range(cfg.num_levels)):
+            level_skips = [skips.pop() for _ in range(cfg.num_res_blocks + 1)]
+            up_levels.append(UpLevel(cfg, level, in_ch, level_skips, temb_dim))
+            in_ch = cfg.nf * cfg.ch_mult[level]
+        self.up = nn.ModuleList(reversed(up_levels))  # index by level, like ``down``
+
+        # PyTorch default init, as the reference's plain nn.Conv2d output layer.
+        self.output_proj = nn.Conv2d(cfg.in_channels, cfg.out_channels, 1)
+
+    def forward(
+        self, x: Tensor, t: Tensor | None = None, out_scale: Tensor | None = None
+    ) -> Tensor:
+        """x: (B, in_channels, F, T) real, F and T divisible by 2**(len(ch_mult)-1);
+        t: (B,) diffusion time (embedded as Fourier features of log t), None iff not
+        time_conditional; out_scale: (B,) or None - multiplies the features entering the final
+        1x1 projection (this is where the reference applies its 1/t); None means 1.
+        Returns (B, out_channels, F, T) real."""
+        self._check_inputs(x, t, out_scale)
+        temb = self.time_embed(t) if self.time_embed is not None else None
+
+        h = self.input_conv(x)
+        skips = [h]
+        pyramid = x
+        for stage in self.down:
+            h, pyramid = stage(h, pyramid, temb, skips)
+        h = self.mid(h, temb)
+
+        out: Tensor | None = None
+        for stage in reversed(self.up):
+            h, out = stage(h, out, temb, skips)
+        if out_scale is not None:
+            out = out * append_dims(out_scale.to(out.dtype), out.ndim)  # (B,) -> (B, 1, 1, 1)
+        return self.output_proj(out)
+
+    def _check_inputs(self, x: Tensor, t: Tensor | None, out_scale: Tensor | None) -> None:
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.is_complex():
+            raise ValueError(
+                f"x must be real (B, {cfg.in_channels}, F, T), got {tuple(x.shape)} {x.dtype}"
+            )
+        factor = cfg.downsampling_factor
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(f"F and T must be multiples of {factor}, got {tuple(x.shape[-2:])}")
+        batch = x.shape[0]
+        if cfg.time_conditional and t is None:
+            raise ValueError("this NCSN++ is time-conditional: pass t of shape (B,)")
+        if not cfg.time_conditional and t is not None:
+            raise ValueError("this NCSN++ is not time-conditional: t must be None")
+        for name, value in (("t", t), ("out_scale", out_scale)):
+            if value is not None and tuple(value.shape) != (batch,):
+                raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
+
+
+def build_backbone(spec: str | NCSNppConfig | Mapping[str, Any], **overrides: Any) -> NCSNpp:
+    """Build an NCSN++ from a preset name, a config or a config dict, with field overrides."""
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise ValueError(f"unknown NCSN++ preset {spec!r}; choose from {sorted(PRESETS)}")
+        base = PRESETS[spec].to_dict()
+    elif isinstance(spec, NCSNppConfig):
+        base = spec.to_dict()
+    elif isinstance(spec, Mapping):
+        base = NCSNppConfig.from_dict(spec).to_dict()
+    else:
+        raise TypeError(f"spec must be a preset name, NCSNppConfig or dict, got {type(spec)}")
+    return NCSNpp(NCSNppConfig.from_dict({**base, **overrides}))
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion of reference (sgmse) checkpoints
+
+_RESBLOCK_NAMES = {
+    "GroupNorm_0": "norm1",
+    "Conv_0": "conv1",
+    "Dense_0": "time_proj",
+    "GroupNorm_1": "norm2",
+    "Conv_1": "conv2",
+    "Conv_2": "skip",
+}
+_ATTENTION_NAMES = {
+    "GroupNorm_0": "norm",
+    "NIN_0": "query",
+    "NIN_1": "key",
+    "NIN_2": "value",
+    "NIN_3": "out",
+}
+# Marks a reference weight that the reference network itself never uses (dropped on conversion).
+_UNUSED = "<unused>"
+
+
+def _reference_layout(cfg: NCSNppConfig) -> list[tuple[str, str]]:
+    """(our module prefix, kind) for each ``all_modules`` index, in reference construction order."""
+    layout: list[tuple[str, str]] = []
+    # The reference always builds the Fourier projection, even when it does not use it.
+    layout.append(("time_embed.fourier" if cfg.time_conditional else _UNUSED, "fourier"))
+    if cfg.time_conditional:
+        layout += [("time_embed.linear1", "plain"), ("time_embed.linear2", "plain")]
+    layout.append(("input_conv", "plain"))
+    for level in range(cfg.num_levels):
+        for index in range(cfg.num_res_blocks):
+            layout.append((f"down.{level}.blocks.{index}", "resblock"))
+            if cfg.level_has_attention(level):
+                layout.append((f"down.{level}.attn.{index}", "attention"))
+        if level != cfg.num_levels - 1:
+            layout.append((f"down.{level}.downsample", "resblock"))
+            layout.append((f"down.{level}.input_skip", "combine"))
+    layout += [("mid.block1", "resblock"), ("mid.attn", "attention"), ("mid.block2", "resblock")]
+    for level in reversed(range(cfg.num_levels)):
+        for index in range(cfg.num_res_blocks + 1):
+            layout.append((f"up.{level}.blocks.{index}", "resblock"))
+        if cfg.level_has_attention(level):
+            layout.append((f"up.{level}.attn", "attention"))
+        layout.append((f"up.{level}.output_skip.norm", "plain"))
+        layout.append((f"up.{level}.output_skip.conv", "plain"))
+        if level != 0:
+            layout.append((f"up.{level}.upsample", "resblock"))
+    return layout
+
+
+def _map_local_key(kind: str, local: str, cfg: NCSNppConfig) -> str | None:
+    """Reference key inside one module -> our key inside it, ``_UNUSED``, or None if unknown."""
+    head, _, tail = local.partition(".")
+    if kind == "plain":
+        return local
+    if kind == "fourier":
+        return "frequencies" if local == "W" else None
+    if kind == "combine":
+        return tail if head == "Conv_0" else None
+    if kind == "resblock":
+        if head == "Dense_0" and not cfg.time_conditional:
+            return _UNUSED
+        return f"{_RESBLOCK_NAMES[head]}.{tail}" if head in _RESBLOCK_NAMES else None
+    # Attention: GroupNorm_0.{weight,bias} and NIN_k.{W,b}, where NIN computes x @ W + b.
+    if head == "GroupNorm_0":
+        return f"norm.{tail}"
+    param = {"W": "weight", "b": "bias"}.get(tail)
+    return f"{_ATTENTION_NAMES[head]}.{param}" if head in _ATTENTION_NAMES and param else None
+
+
+def convert_reference_state_dict(
+    ref_state_dict: Mapping[str, Tensor], config: NCSNppConfig
+) -> dict[str, Tensor]:
+    """Map a reference ``sgmse`` NCSNpp state dict (``all_modules.N.*``, ``output_layer.*``) onto
+    our module names for ``config``. Raises ValueError listing missing / unexpected keys and shape
+    mismatches. Strip any wrapper prefix (e.g. ``dnn.`` in SGMSE checkpoints) before calling."""
+    layout = _reference_layout(config)
+    with torch.device("meta"):
+        expected = {key: value.shape for key, value in NCSNpp(config).state_dict().items()}
+    converted: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    mismatched: list[str] = []
+    for ref_key, value in ref_state_dict.items():
+        our_key = _map_reference_key(ref_key, layout, config)
+        if our_key == _UNUSED:
+            continue
+        if our_key not in expected:
+            unexpected.append(ref_key)
+            continue
+        if ref_key.endswith(".W") and value.ndim == 2:  # NIN (in, out) -> nn.Linear (out, in)
+            value = value.t().contiguous()
+        if value.shape != expected[our_key]:
+            mismatched.append(
+                f"{ref_key} -> {our_key}: {tuple(value.shape)} vs {tuple(expected[our_key])}"
+            )
+        converted[our_key] = value
+    missing = sorted(set(expected) - set(converted))
+    problems = [
+        f"{label} ({len(items)}): {items[:8]}{' ...' if len(items) > 8 else ''}"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mismatched),
+        )
+        if items
+    ]
+    if problems:
+        raise ValueError(
+            "reference state dict does not match NCSNppConfig "
+            f"{config.to_dict()}: " + "; ".join(problems)
+        )
+    return converted
+
+
+def _map_reference_key(
+    ref_key: str, layout: list[tuple[str, str]], cfg: NCSNppConfig
+) -> str | None:
+    """Full reference key -> our full key, ``_UNUSED``, or None if it has no place in ``layout``."""
+    if ref_key.startswith("output_layer."):
+        return "output_proj." + ref_key.removeprefix("output_layer.")
+    parts = ref_key.split(".", 2)
+    if len(parts) != 3 or parts[0] != "all_modules" or not parts[1].isdigit():
+        return None
+    index = int(parts[1])
+    if index >= len(layout):
+        return None
+    prefix, kind = layout[index]
+    if prefix == _UNUSED:
+        return _UNUSED
+    local = _map_local_key(kind, parts[2], cfg)
+    if local is None or local == _UNUSED:
+        return local
+    return f"{prefix}.{local}"

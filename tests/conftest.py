@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+from audiodiff.checkpoint import build_model, save_pretrained
+from audiodiff.config import ModelConfig, SamplerConfig
+from audiodiff.nets import PRESETS
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """An untrained ncsnpp_tiny score model saved in our checkpoint format (few sampler steps)."""
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=PRESETS["ncsnpp_tiny"], sampler=SamplerConfig(steps=3))
+    model = build_model(config)
+    return save_pretrained(model, config, tmp_path_factory.mktemp("models") / "tiny")

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .config import ModelConfig
-from .models import ScoreModel
+from .models import PredictiveModel, ScoreModel, StoRM
 from .nets import build_backbone
 from .sdes import build_sde
 
@@ -28,9 +28,17 @@ FORMAT_VERSION = 1
 BUNDLED_DIR = Path(__file__).parent / "assets" / "models"
 
 
-def build_model(config: ModelConfig) -> ScoreModel:
+def build_model(config: ModelConfig) -> ScoreModel | PredictiveModel | StoRM:
     """Rebuild the model a config describes, with freshly initialised weights."""
-    return ScoreModel(build_backbone(config.backbone), build_sde(config.sde), config.output_scaling)
+    score = predictor = None
+    if config.backbone is not None:
+        sde = build_sde(config.sde)
+        score = ScoreModel(build_backbone(config.backbone), sde, config.output_scaling)
+    if config.predictor is not None:
+        predictor = PredictiveModel(build_backbone(config.predictor))
+    if score is not None and predictor is not None:
+        return StoRM(predictor, score)
+    return score if score is not None else predictor
 
 
 def bundled_models() -> list[str]:
@@ -104,7 +112,7 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
 
 def load_pretrained(
     name_or_path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[ScoreModel, ModelConfig]:
+) -> tuple[nn.Module, ModelConfig]:
     """Rebuild a model from a checkpoint folder (or bundled name) in float32, in eval mode."""
     directory = resolve_model_dir(name_or_path)
     config = load_config(directory)

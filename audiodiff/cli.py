@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("-o", "--output", default="outputs/demo", help="where to write the results")
     demo.add_argument("--train-seconds", type=float, default=60.0)
-    demo.add_argument("--steps", type=int, default=30, help="reverse steps")
+    demo.add_argument("--steps", type=int, default=5, help="StoRM reverse steps")
     demo.set_defaults(func=cmd_demo)
     return parser
 

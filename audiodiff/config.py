@@ -11,7 +11,13 @@ from .spec import SpecConfig
 
 SAMPLERS = ("pc", "ode_euler", "ode_heun")
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
-MODEL_KINDS = ("score",)
+MODEL_KINDS = ("score", "storm", "predictive")
+# which inference modes each kind of model can run; the first is its default
+MODES = {
+    "score": ("score",),
+    "storm": ("storm", "predictive", "score"),
+    "predictive": ("predictive",),
+}
 
 
 def _strict_kwargs(cls, d: dict, what: str) -> dict:
@@ -23,8 +29,12 @@ def _strict_kwargs(cls, d: dict, what: str) -> dict:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Default reverse-process settings (SGMSE+: PC, 30 steps, one corrector step, r = 0.5)."""
+    """Default inference settings (SGMSE+: PC, 30 steps, one corrector step, r = 0.5).
 
+    ``mode`` is ``storm``, ``score`` or ``predictive``; None means the model kind's default.
+    """
+
+    mode: str | None = None
     method: str = "pc"
     steps: int = 30
     corrector_steps: int = 1
@@ -37,12 +47,27 @@ class SamplerConfig:
             raise ValueError(f"sampler method must be one of {SAMPLERS}, got {self.method!r}")
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {PREDICTORS}, got {self.predictor!r}")
-        if self.steps < 1 or self.corrector_steps < 0 or self.snr <= 0 or not 0 < self.t_eps < 1:
-            raise ValueError("need steps >= 1, corrector_steps >= 0, snr > 0 and 0 < t_eps < 1")
+        if self.mode is not None and self.mode not in MODES["storm"]:
+            raise ValueError(f"mode must be one of {MODES['storm']}, got {self.mode!r}")
+        if self.steps < 0 or self.corrector_steps < 0 or self.snr <= 0 or not 0 < self.t_eps < 1:
+            raise ValueError("need steps >= 0, corrector_steps >= 0, snr > 0 and 0 < t_eps < 1")
 
     @classmethod
     def from_dict(cls, d: dict) -> SamplerConfig:
         return cls(**_strict_kwargs(cls, d, "sampler"))
+
+
+def _network_config(spec) -> NCSNppConfig | None:
+    """None, a preset name, or a dict (``preset`` plus overrides) -> NCSNppConfig."""
+    if spec is None or isinstance(spec, NCSNppConfig):
+        return spec
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    preset = spec.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown network preset {preset!r}; known: {sorted(PRESETS)}")
+    base = PRESETS[preset].to_dict() if preset else {}
+    return NCSNppConfig.from_dict({**base, **{k: v for k, v in spec.items() if k != "preset"}})
 
 
 def _default_sde() -> dict:
@@ -51,10 +76,16 @@ def _default_sde() -> dict:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture, SDE, STFT and sampler defaults of one model (stored as config.json)."""
+    """Architecture, SDE, STFT and sampler defaults of one model (stored as config.json).
+
+    ``kind`` is ``score`` (SGMSE+: ``backbone`` is the score network, 4 input channels),
+    ``predictive`` (``predictor`` alone: no time input, 2 input channels) or ``storm`` (both; the
+    score network sees [x_t, y, Ŷ], 6 input channels).
+    """
 
     kind: str = "score"
-    backbone: NCSNppConfig = field(default_factory=NCSNppConfig)
+    backbone: NCSNppConfig | None = field(default_factory=NCSNppConfig)
+    predictor: NCSNppConfig | None = None
     sde: dict = field(default_factory=_default_sde)
     spec: SpecConfig = field(default_factory=SpecConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -63,17 +94,43 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        if self.backbone.num_freqs != self.spec.num_freqs:
+        needs = {"score": ("backbone",), "predictive": ("predictor",)}.get(
+            self.kind, ("backbone", "predictor")
+        )
+        for name in ("backbone", "predictor"):
+            self._check_network(name, getattr(self, name), name in needs)
+        if self.sampler.mode is not None and self.sampler.mode not in MODES[self.kind]:
+            raise ValueError(f"a {self.kind!r} model cannot run mode {self.sampler.mode!r}")
+        build_sde(self.sde)  # validates name and parameters
+
+    def _check_network(self, name: str, net: NCSNppConfig | None, needed: bool) -> None:
+        if (net is not None) != needed:
+            raise ValueError(f"a {self.kind!r} model {'needs' if needed else 'has no'} {name}")
+        if net is None:
+            return
+        channels = {"backbone": 6 if self.kind == "storm" else 4, "predictor": 2}[name]
+        if net.in_channels != channels or net.out_channels != 2:
             raise ValueError(
-                f"backbone.num_freqs ({self.backbone.num_freqs}) must equal the STFT's "
+                f"{name} of a {self.kind!r} model must map {channels} channels to 2, "
+                f"got {net.in_channels} -> {net.out_channels}"
+            )
+        if net.time_conditional != (name == "backbone"):
+            raise ValueError(f"{name}: time_conditional must be {name == 'backbone'}")
+        if net.num_freqs != self.spec.num_freqs:
+            raise ValueError(
+                f"{name}.num_freqs ({net.num_freqs}) must equal the STFT's "
                 f"frequency bins ({self.spec.num_freqs})"
             )
-        build_sde(self.sde)  # validates name and parameters
+
+    @property
+    def default_mode(self) -> str:
+        return self.sampler.mode or MODES[self.kind][0]
 
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,
-            "backbone": self.backbone.to_dict(),
+            "backbone": self.backbone.to_dict() if self.backbone else None,
+            "predictor": self.predictor.to_dict() if self.predictor else None,
             "sde": dict(self.sde),
             "spec": self.spec.to_dict(),
             "sampler": dataclasses.asdict(self.sampler),
@@ -83,16 +140,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = _strict_kwargs(cls, d, "model")
-        backbone = d.get("backbone", {})
-        if isinstance(backbone, str):
-            backbone = PRESETS[backbone]
-        elif isinstance(backbone, dict):
-            preset = backbone.get("preset")
-            base = PRESETS[preset].to_dict() if preset else {}
-            backbone = NCSNppConfig.from_dict(
-                {**base, **{k: v for k, v in backbone.items() if k != "preset"}}
-            )
-        d["backbone"] = backbone
+        for name in ("backbone", "predictor"):
+            if name in d:
+                d[name] = _network_config(d[name])
         d["sde"] = dict(d.get("sde", _default_sde()))
         d["spec"] = SpecConfig.from_dict(d.get("spec", {}))
         d["sampler"] = SamplerConfig.from_dict(d.get("sampler", {}))

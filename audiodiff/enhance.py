@@ -15,8 +15,8 @@ import torch
 from . import sampling
 from .audio import resample
 from .checkpoint import load_pretrained
-from .config import ModelConfig, SamplerConfig
-from .models import ScoreModel
+from .config import MODES, ModelConfig, SamplerConfig
+from .models import StoRM
 from .sampling import GeneratorArg
 from .spec import Spectrogram, num_frames
 
@@ -34,35 +34,68 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def run_sampler(
-    model: ScoreModel,
-    y: torch.Tensor,
+    score_fn,
+    sde,
+    mean_target: torch.Tensor,
     settings: SamplerConfig,
     *,
     lengths: torch.Tensor | None = None,
     generator: GeneratorArg = None,
 ) -> torch.Tensor:
-    """Reverse process for a batch of noisy spectrograms y (B, 1, F, T) -> clean estimate."""
-    sde = model.sde
-    timesteps = sampling.time_grid(settings.steps, T=sde.T, t_eps=settings.t_eps, device=y.device)
-
-    def score_fn(x, mean_target, t):
-        return model(x, mean_target, t)
-
-    common = dict(lengths=lengths, generator=generator)
+    """The configured reverse process for ``score_fn(x, mean_target, t)``, from the SDE's prior."""
+    device = mean_target.device
+    grid = sampling.time_grid(settings.steps, T=sde.T, t_eps=settings.t_eps, device=device)
+    common = {"lengths": lengths, "generator": generator}
     if settings.method == "pc":
+        predictor = PREDICTOR_STEPS[settings.predictor]
         return sampling.sample_pc(
             sde,
             score_fn,
-            y,
-            timesteps,
-            predictor=PREDICTOR_STEPS[settings.predictor],
+            mean_target,
+            grid,
+            predictor=predictor,
             corrector_steps=settings.corrector_steps,
             snr=settings.snr,
             **common,
         )
-    if settings.method == "ode_euler":
-        return sampling.sample_ode_euler(sde, score_fn, y, timesteps, **common)
-    return sampling.sample_ode_heun(sde, score_fn, y, timesteps, **common)
+    solver = (
+        sampling.sample_ode_euler if settings.method == "ode_euler" else sampling.sample_ode_heun
+    )
+    return solver(sde, score_fn, mean_target, grid, **common)
+
+
+def enhance_spectrogram(
+    model: torch.nn.Module,
+    y: torch.Tensor,
+    settings: SamplerConfig,
+    mode: str,
+    *,
+    lengths: torch.Tensor | None = None,
+    generator: GeneratorArg = None,
+) -> torch.Tensor:
+    """Noisy compressed spectrograms y (B, 1, F, T) -> clean estimates, in one of three modes.
+
+    ``predictive``: Ŷ in one pass. ``storm``: the diffusion regenerates from Ŷ (mean target Ŷ, score
+    conditioned on [y, Ŷ]; zero steps return Ŷ). ``score``: SGMSE+ from y (a StoRM model's score
+    network is then conditioned on [y, y], the task its ``score_task_prob`` training covers).
+    """
+    if mode == "predictive" or (mode == "storm" and settings.steps == 0):
+        return model.predictor(y)
+    if settings.steps == 0:
+        raise ValueError("the score mode needs at least one reverse step")
+    if isinstance(model, StoRM):
+        mean_target = model.predictor(y) if mode == "storm" else y
+        cond = StoRM.condition(y, mean_target)
+        score_model = model.score
+    else:
+        mean_target, cond, score_model = y, y, model
+
+    def score_fn(x, _mean_target, t):
+        return score_model(x, cond, t)
+
+    return run_sampler(
+        score_fn, score_model.sde, mean_target, settings, lengths=lengths, generator=generator
+    )
 
 
 def _as_channels(waveform) -> tuple[torch.Tensor, object]:
@@ -96,7 +129,7 @@ class Enhancer:
     >>> clean = enhancer(noisy, 16000)  # numpy/torch, (L,) or (C, L); same type, shape, rate
     """
 
-    def __init__(self, model: ScoreModel, config: ModelConfig, device=None, batch_size: int = 8):
+    def __init__(self, model: torch.nn.Module, config: ModelConfig, device=None, batch_size=8):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -117,9 +150,16 @@ class Enhancer:
     def __call__(self, waveform, sample_rate: int, *, seed: int | None = None, **sampler_overrides):
         """Enhance one waveform (numpy/torch, time on the last axis) or a list of them.
 
-        ``sampler_overrides`` replace fields of the model's sampler config, e.g. ``steps=10``.
+        ``sampler_overrides`` replace fields of the model's sampler config, e.g. ``mode="storm"``,
+        ``steps=10``, ``corrector_steps=0``, ``method="ode_heun"``.
         """
         settings = replace(self.config.sampler, **sampler_overrides)
+        mode = settings.mode or self.config.default_mode
+        if mode not in MODES[self.config.kind]:
+            raise ValueError(
+                f"a {self.config.kind!r} model runs modes {MODES[self.config.kind]}, not {mode!r}"
+            )
+        settings = replace(settings, mode=mode)
         items = waveform if isinstance(waveform, (list, tuple)) else [waveform]
         converted = [_as_channels(w) for w in items]
         rows = [row for channels, _ in converted for row in channels]
@@ -173,7 +213,9 @@ class Enhancer:
         lengths = torch.tensor(
             [num_frames(w.shape[-1], self.config.spec) for w in waves], device=self.device
         )
-        x = run_sampler(self.model, y, settings, lengths=lengths, generator=generator)
+        x = enhance_spectrogram(
+            self.model, y, settings, settings.mode, lengths=lengths, generator=generator
+        )
         clean = self.spectrogram.synthesise(x[..., :frames], length=longest).cpu()  # (B, L)
         clean = clean * scales[:, None]
         return [clean[i, : w.shape[-1]] for i, w in enumerate(waves)]

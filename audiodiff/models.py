@@ -85,3 +85,92 @@ def score_matching_loss(
     sigma = append_dims(std, x0.ndim)
     score = model(mean + sigma * z, cond, t)
     return 0.5 * (sigma * score + z).abs().square().flatten(1).sum(dim=1)
+
+
+class PredictiveModel(nn.Module):
+    """Ŷ = DNN(y): one pass of a backbone without time input (the StoRM predictive stage)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """y: (B, 1, F, T) complex -> Ŷ: (B, 1, F, T) complex."""
+        return channels_to_complex(self.backbone(complex_to_channels(y)))
+
+
+class StoRM(nn.Module):
+    """Stochastic regeneration (Lemercier et al. 2023): a predictive model, then a score model.
+
+    The diffusion runs the same SDE with Ŷ as its mean target, from x_T = Ŷ + σ(T)·z, and the score
+    network is conditioned on [y, Ŷ]. ``score`` is an ordinary :class:`ScoreModel`.
+    """
+
+    def __init__(self, predictor: PredictiveModel, score: ScoreModel):
+        super().__init__()
+        self.predictor = predictor
+        self.score = score
+
+    @property
+    def sde(self):
+        return self.score.sde
+
+    @staticmethod
+    def condition(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """Score-network conditioning [y, Ŷ], (B, 2, F, T)."""
+        return torch.cat([y, y_hat], dim=1)
+
+
+def predictive_mse_loss(y_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """½‖Ŷ − x‖² per example (B,), the StoRM predictive loss."""
+    return 0.5 * (y_hat - x0).abs().square().flatten(1).sum(dim=1)
+
+
+def storm_loss(
+    model: StoRM,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    alpha: float = 0.5,
+    predictive_loss=predictive_mse_loss,
+    score_task_prob: float = 0.0,
+    t_eps: float = 0.03,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """α·L_pred(Ŷ, x) + (1 − α)·DSM with mean target and conditioning Ŷ, per example (B,).
+
+    Joint training lets the score loss reach the predictor too, as in StoRM; freeze the predictor's
+    parameters for the frozen variant. With probability ``score_task_prob`` an example is trained
+    as plain SGMSE+ instead (Ŷ replaced by y), so the same network also serves the ``score`` mode.
+    """
+    y_hat = model.predictor(y)
+    use_y = torch.rand(y.shape[0], generator=generator, device=y.device) < score_task_prob
+    target = torch.where(append_dims(use_y, y.ndim), y, y_hat)
+    dsm = score_matching_loss(
+        model.score, x0, target, StoRM.condition(y, target), t_eps=t_eps, generator=generator
+    )
+    return alpha * predictive_loss(y_hat, x0) + (1 - alpha) * dsm
+
+
+class PredictiveLoss:
+    """mse_weight·½‖Ŷ − x‖² + spectral_weight·(DDSP multi-scale spectral loss on the waveforms).
+
+    The spectral term (Engel et al. 2020) compares iSTFTs of Ŷ and x; per example (B,).
+    """
+
+    def __init__(self, spectrogram, mse_weight: float = 1.0, spectral_weight: float = 0.0):
+        if mse_weight < 0 or spectral_weight < 0 or mse_weight + spectral_weight == 0:
+            raise ValueError("loss weights must be >= 0 and not both 0")
+        self.spectrogram = spectrogram
+        self.mse_weight = mse_weight
+        self.spectral_weight = spectral_weight
+
+    def __call__(self, y_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        loss = self.mse_weight * predictive_mse_loss(y_hat, x0) if self.mse_weight else 0.0
+        if self.spectral_weight:
+            from .ddsp import multiscale_spectral_loss
+
+            length = (y_hat.shape[-1] - 1) * self.spectrogram.config.hop_length
+            waves = [self.spectrogram.synthesise(s, length) for s in (y_hat, x0)]  # (B, L) each
+            loss = loss + self.spectral_weight * multiscale_spectral_loss(*waves)
+        return loss

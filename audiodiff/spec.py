@@ -70,7 +70,8 @@ def decompress(spec: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     spec = spec / beta
     if alpha == 1:
         return spec
-    return spec.abs().pow(1.0 / alpha) * torch.exp(1j * spec.angle())
+    # X̃·|X̃|^{1/α − 1} is the same value and, unlike the polar form, differentiable at 0
+    return spec * spec.abs().pow(1.0 / alpha - 1.0)
 
 
 def num_frames(num_samples: int, config: SpecConfig) -> int:

@@ -178,47 +178,62 @@ class Enhancer:
         settings: SamplerConfig,
         seed: int | None = None,
     ) -> list[torch.Tensor]:
-        """Mono signals (L_i,) at ``sample_rate`` -> enhanced mono signals of the same lengths."""
+        """Mono signals (L_i,) at ``sample_rate`` -> enhanced mono signals of the same lengths.
+
+        Signals are grouped by padded frame count (a multiple of 64), so every signal meets the
+        network at the size it would have alone: a batch changes the speed, not the result.
+        """
         at_model_rate = [
             torch.from_numpy(resample(r.numpy(), sample_rate, self.sample_rate)) for r in rows
         ]
-        order = sorted(range(len(rows)), key=lambda i: at_model_rate[i].shape[-1])
+        buckets: dict[int, list[int]] = {}
+        for i, wave in enumerate(at_model_rate):
+            buckets.setdefault(self._padded_frames(wave.shape[-1]), []).append(i)
         results: list[torch.Tensor | None] = [None] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]  # similar lengths batch together
-            # one generator per signal, seeded by position: its noise does not depend on the batch
-            generators = None
-            if seed is not None:
-                generators = [torch.Generator(self.device).manual_seed(seed + i) for i in batch]
-            outs = self._enhance_batch([at_model_rate[i] for i in batch], settings, generators)
-            for i, out in zip(batch, outs):
-                back = resample(out.numpy(), self.sample_rate, sample_rate)
-                results[i] = _fit_length(torch.from_numpy(back), rows[i].shape[-1])
+        for members in buckets.values():
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start : start + self.batch_size]
+                # one generator per signal, seeded by position: its noise ignores the batching
+                generators = None
+                if seed is not None:
+                    generators = [torch.Generator(self.device).manual_seed(seed + i) for i in batch]
+                outs = self._enhance_batch([at_model_rate[i] for i in batch], settings, generators)
+                for i, out in zip(batch, outs):
+                    back = resample(out.numpy(), self.sample_rate, sample_rate)
+                    results[i] = _fit_length(torch.from_numpy(back), rows[i].shape[-1])
         return results
+
+    def _padded_frames(self, num_samples: int) -> int:
+        frames = num_frames(max(num_samples, self.config.spec.n_fft), self.config.spec)
+        return -(-frames // self.config.spec.frame_multiple) * self.config.spec.frame_multiple
 
     @torch.inference_mode()
     def _enhance_batch(
         self, waves: list[torch.Tensor], settings: SamplerConfig, generator: GeneratorArg
     ) -> list[torch.Tensor]:
-        # at least one FFT frame of samples, so the centred STFT's reflection padding is defined
-        longest = max(max(w.shape[-1] for w in waves), self.config.spec.n_fft)
-        scales = torch.tensor([max(float(w.abs().max()), 1e-8) for w in waves])
-        padded = torch.stack(
-            [torch.nn.functional.pad(w, (0, longest - w.shape[-1])) for w in waves]
-        )
-        padded = (padded / scales[:, None]).to(self.device)  # (B, L), SGMSE+ peak normalisation
-        y = self.spectrogram.analyse(padded)  # (B, 1, F, T)
-        frames = y.shape[-1]
-        y = self.spectrogram.pad_frames(y)  # (B, 1, F, T'), T' a multiple of 64
-        lengths = torch.tensor(
-            [num_frames(w.shape[-1], self.config.spec) for w in waves], device=self.device
-        )
+        """Same-bucket mono signals -> enhanced; each is analysed alone, then frame-padded."""
+        n_fft = self.config.spec.n_fft
+        scales = [max(float(w.abs().max()), 1e-8) for w in waves]  # SGMSE+ peak normalisation
+        # at least n_fft samples, so the centred STFT's reflection padding is defined
+        lengths = [max(w.shape[-1], n_fft) for w in waves]
+        specs = [
+            self.spectrogram.analyse(
+                torch.nn.functional.pad(w / s, (0, n - w.shape[-1]))[None].to(self.device)
+            )
+            for w, s, n in zip(waves, scales, lengths)
+        ]  # each (1, 1, F, T_i)
+        padded = self._padded_frames(max(lengths))
+        y = torch.cat([torch.nn.functional.pad(s, (0, padded - s.shape[-1])) for s in specs])
+        frames = torch.tensor([s.shape[-1] for s in specs], device=self.device)  # valid (B,)
         x = enhance_spectrogram(
-            self.model, y, settings, settings.mode, lengths=lengths, generator=generator
-        )
-        clean = self.spectrogram.synthesise(x[..., :frames], length=longest).cpu()  # (B, L)
-        clean = clean * scales[:, None]
-        return [clean[i, : w.shape[-1]] for i, w in enumerate(waves)]
+            self.model, y, settings, settings.mode, lengths=frames, generator=generator
+        )  # (B, 1, F, T')
+        return [
+            self.spectrogram.synthesise(x[i : i + 1, ..., : int(frames[i])], n)[0, : w.shape[-1]]
+            .cpu()
+            .mul(s)
+            for i, (w, s, n) in enumerate(zip(waves, scales, lengths))
+        ]
 
 
 def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:

@@ -2,14 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from audiodiff.ddsp import speech_like
 from audiodiff.spec import SpecConfig, Spectrogram, compress, decompress, num_frames
 
 
 def speechish(length: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.arange(length) / 16000
-    tone = sum(torch.sin(2 * torch.pi * 140 * k * t) / k for k in range(1, 20))
-    return (0.3 * tone + 0.05 * torch.randn(length, generator=gen)).float()
+    """Deterministic speech-like audio from the DDSP harmonic-plus-noise generator."""
+    return speech_like(length / 16000, seed=seed).float()
 
 
 def test_defaults_are_sgmse_plus():

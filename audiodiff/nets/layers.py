@@ -54,6 +54,27 @@ def linear(in_features: int, out_features: int, init_scale: float = 1.0) -> nn.L
     return layer
 
 
+class RowwiseLinear(nn.Linear):
+    """nn.Linear whose result for a row never depends on the other rows of the batch.
+
+    BLAS picks different kernels (gemv vs gemm) for different batch sizes, which changes the
+    rounding; for the small (B, features) time-embedding path an explicit multiply-and-sum costs
+    nothing and makes batch 1 and batch 8 give bit-identical outputs. Same weights as nn.Linear.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_features) -> (B, out_features)."""
+        return (x[:, None, :] * self.weight).sum(dim=-1) + self.bias  # (B, out, in) -> (B, out)
+
+
+def rowwise_linear(in_features: int, out_features: int) -> RowwiseLinear:
+    """:class:`RowwiseLinear` with DDPM initialisation and a zero bias."""
+    layer = RowwiseLinear(in_features, out_features)
+    ddpm_init_(layer.weight, 1.0)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def num_groups(channels: int) -> int:
     """GroupNorm group count used throughout NCSN++: a quarter of the channels, at most 32."""
     return min(channels // 4, 32)
@@ -156,8 +177,8 @@ class TimeEmbedding(nn.Module):
     def __init__(self, nf: int, fourier_scale: float):
         super().__init__()
         self.fourier = GaussianFourierEmbedding(nf, fourier_scale)
-        self.linear1 = linear(2 * nf, 4 * nf)
-        self.linear2 = linear(4 * nf, 4 * nf)
+        self.linear1 = rowwise_linear(2 * nf, 4 * nf)
+        self.linear2 = rowwise_linear(4 * nf, 4 * nf)
 
     def forward(self, t: Tensor) -> Tensor:
         """(B,) diffusion times -> (B, 4 * nf) activated embedding."""
@@ -196,7 +217,7 @@ class ResnetBlockBigGAN(nn.Module):
         elif resample == "down":
             self.resample = FIRDownsample(fir_kernel)
         self.conv1 = conv2d(in_ch, out_ch, 3)
-        self.time_proj = linear(temb_dim, out_ch) if temb_dim is not None else None
+        self.time_proj = rowwise_linear(temb_dim, out_ch) if temb_dim is not None else None
         self.norm2 = group_norm(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv2d(out_ch, out_ch, 3, init_scale=0.0)

@@ -42,10 +42,13 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             "corrector_steps": args.corrector_steps,
             "snr": args.snr,
             "method": args.sampler,
+            "mode": args.mode,
         }.items()
         if v is not None
     }
-    enhancer = Enhancer.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+    enhancer = Enhancer.from_pretrained(
+        args.model, device=args.device, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds
+    )
     out_dir = Path(args.output)
     jobs = expand_inputs(args.inputs)
     inputs = {p.resolve() for p, _ in jobs}
@@ -64,6 +67,10 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         except AudioError as err:
             failures += 1
             tqdm.write(f"error: {err}", file=sys.stderr)
+        except (ValueError, RuntimeError) as err:  # a problem the model met with this file
+            failures += 1
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            tqdm.write(f"error: {source}: {reason}", file=sys.stderr)
     wall = time.monotonic() - start
     summary = {
         "files": len(jobs) - failures,
@@ -121,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     enhance.add_argument("--batch-size", type=int, default=8, help="signals per sampler batch")
     enhance.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
+    enhance.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=10.0,
+        help="long files run in chunks of this length, cross-faded over 0.5 s",
+    )
+    enhance.add_argument(
+        "--mode",
+        choices=("storm", "score", "predictive"),
+        help="inference mode (default: the model's)",
+    )
     enhance.add_argument("--json", action="store_true", help="print the summary as JSON")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
     enhance.set_defaults(func=cmd_enhance)

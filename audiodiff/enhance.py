@@ -20,6 +20,8 @@ from .models import StoRM
 from .sampling import GeneratorArg
 from .spec import Spectrogram, num_frames
 
+CROSSFADE_SECONDS = 0.5  # overlap of consecutive chunks of a long signal
+
 PREDICTOR_STEPS = {
     "reverse_diffusion": sampling.reverse_diffusion_step,
     "euler_maruyama": sampling.euler_maruyama_step,
@@ -129,19 +131,35 @@ class Enhancer:
     >>> clean = enhancer(noisy, 16000)  # numpy/torch, (L,) or (C, L); same type, shape, rate
     """
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig, device=None, batch_size=8):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        device=None,
+        batch_size: int = 8,
+        chunk_seconds: float = 10.0,
+    ):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.spectrogram = Spectrogram(config.spec)
         self.batch_size = batch_size
+        if chunk_seconds < 2 * CROSSFADE_SECONDS:
+            raise ValueError(
+                f"chunk_seconds must be >= {2 * CROSSFADE_SECONDS}, got {chunk_seconds}"
+            )
+        self.chunk_seconds = chunk_seconds
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, device=None, batch_size: int = 8
+        cls,
+        name_or_path: str | os.PathLike,
+        device=None,
+        batch_size: int = 8,
+        chunk_seconds: float = 10.0,
     ) -> Enhancer:
         model, config = load_pretrained(name_or_path)
-        return cls(model, config, device=device, batch_size=batch_size)
+        return cls(model, config, device, batch_size=batch_size, chunk_seconds=chunk_seconds)
 
     @property
     def sample_rate(self) -> int:
@@ -180,28 +198,47 @@ class Enhancer:
     ) -> list[torch.Tensor]:
         """Mono signals (L_i,) at ``sample_rate`` -> enhanced mono signals of the same lengths.
 
-        Signals are grouped by padded frame count (a multiple of 64), so every signal meets the
-        network at the size it would have alone: a batch changes the speed, not the result.
+        Long signals are cut into overlapping chunks, enhanced independently and cross-faded, so
+        memory stays flat in the length. Chunks are grouped by padded frame count (a multiple of
+        64), so every chunk meets the network at the size it would have alone: a batch changes the
+        speed, not the result.
         """
         at_model_rate = [
             torch.from_numpy(resample(r.numpy(), sample_rate, self.sample_rate)) for r in rows
         ]
+        chunk = round(self.chunk_seconds * self.sample_rate)
+        overlap = round(CROSSFADE_SECONDS * self.sample_rate)
+        pieces = [  # (row, offset, chunk index, samples)
+            (row, offset, k, wave[offset : offset + chunk])
+            for row, wave in enumerate(at_model_rate)
+            for k, offset in enumerate(chunk_offsets(wave.shape[-1], chunk, overlap))
+        ]
         buckets: dict[int, list[int]] = {}
-        for i, wave in enumerate(at_model_rate):
-            buckets.setdefault(self._padded_frames(wave.shape[-1]), []).append(i)
-        results: list[torch.Tensor | None] = [None] * len(rows)
+        for p, piece in enumerate(pieces):
+            buckets.setdefault(self._padded_frames(piece[3].shape[-1]), []).append(p)
+        outputs = [torch.zeros_like(w) for w in at_model_rate]
         for members in buckets.values():
             for start in range(0, len(members), self.batch_size):
-                batch = members[start : start + self.batch_size]
-                # one generator per signal, seeded by position: its noise ignores the batching
-                generators = None
+                batch = [pieces[p] for p in members[start : start + self.batch_size]]
+                generators = None  # one per piece, seeded by (seed, row, chunk): batching-proof
                 if seed is not None:
-                    generators = [torch.Generator(self.device).manual_seed(seed + i) for i in batch]
-                outs = self._enhance_batch([at_model_rate[i] for i in batch], settings, generators)
-                for i, out in zip(batch, outs):
-                    back = resample(out.numpy(), self.sample_rate, sample_rate)
-                    results[i] = _fit_length(torch.from_numpy(back), rows[i].shape[-1])
-        return results
+                    generators = [
+                        torch.Generator(self.device).manual_seed(hash((seed, r, k)) & 0x7FFFFFFF)
+                        for r, _, k, _ in batch
+                    ]
+                outs = self._enhance_batch([piece[3] for piece in batch], settings, generators)
+                for (row, offset, k, _), out in zip(batch, outs):
+                    last = offset + chunk >= at_model_rate[row].shape[-1]
+                    outputs[row][offset : offset + out.shape[-1]] += crossfade(
+                        out, overlap, k, last
+                    )
+        return [
+            _fit_length(
+                torch.from_numpy(resample(out.numpy(), self.sample_rate, sample_rate)),
+                row.shape[-1],
+            )
+            for out, row in zip(outputs, rows)
+        ]
 
     def _padded_frames(self, num_samples: int) -> int:
         frames = num_frames(max(num_samples, self.config.spec.n_fft), self.config.spec)
@@ -234,6 +271,27 @@ class Enhancer:
             .mul(s)
             for i, (w, s, n) in enumerate(zip(waves, scales, lengths))
         ]
+
+
+def chunk_offsets(length: int, chunk: int, overlap: int) -> list[int]:
+    """Start offsets of chunks of ``chunk`` samples overlapping by ``overlap`` that cover length."""
+    if length <= chunk:
+        return [0]
+    step = chunk - overlap
+    count = -(-(length - overlap) // step)
+    return [k * step for k in range(count)]
+
+
+def crossfade(piece: torch.Tensor, overlap: int, index: int, last: bool) -> torch.Tensor:
+    """Weight a chunk by linear fades over its overlaps; neighbouring weights sum to one."""
+    weights = torch.ones_like(piece)
+    ramp = torch.linspace(0, 1, overlap + 2, dtype=piece.dtype)[1:-1]  # (overlap,), no 0 or 1
+    n = min(overlap, piece.shape[-1])
+    if index > 0:
+        weights[:n] = ramp[:n]
+    if not last:
+        weights[-overlap:] = ramp.flip(0)
+    return piece * weights
 
 
 def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:

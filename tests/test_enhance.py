@@ -115,3 +115,31 @@ def test_batch_of_8_equals_one_at_a_time(tiny_model_dir, noisy):
     together, alone = batched(items, rate, **settings), single(items, rate, **settings)
     for a, b in zip(together, alone):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+class IdentityPredictor(torch.nn.Module):
+    """A 'predictive model' that returns its input: the pipeline must then return the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.predictor = torch.nn.Identity()
+
+
+@pytest.mark.parametrize("seconds", [3.0, 25.0])
+def test_chunked_long_signals_cross_fade_back_to_the_input(seconds):
+    from dataclasses import replace
+
+    from audiodiff.config import ModelConfig
+    from audiodiff.enhance import chunk_offsets
+    from audiodiff.nets import PRESETS
+
+    net = replace(PRESETS["ncsnpp_tiny"], in_channels=2, time_conditional=False)
+    config = ModelConfig(kind="predictive", backbone=None, predictor=net)
+    enhancer = Enhancer(IdentityPredictor(), config, chunk_seconds=4.0)
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+    wave[40000:60000] *= 8  # loudness changes across chunk boundaries
+    out = enhancer(wave, 16000)
+    assert np.abs(out - wave).max() < 1e-4 * np.abs(wave).max()
+    offsets = chunk_offsets(len(wave), 64000, 8000)
+    assert len(offsets) == (1 if seconds < 4 else 7) and offsets[-1] + 64000 >= len(wave)

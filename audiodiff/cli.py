@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument(
         "--chunk-seconds",
         type=float,
-        default=10.0,
+        default=5.0,
         help="long files run in chunks of this length, cross-faded over 0.5 s",
     )
     enhance.add_argument(

@@ -82,7 +82,7 @@ def enhance_spectrogram(
     network is then conditioned on [y, y], the task its ``score_task_prob`` training covers).
     """
     if mode == "predictive" or (mode == "storm" and settings.steps == 0):
-        return model.predictor(y)
+        return model.predictor(y) if isinstance(model, StoRM) else model(y)
     if settings.steps == 0:
         raise ValueError("the score mode needs at least one reverse step")
     if isinstance(model, StoRM):
@@ -137,7 +137,7 @@ class Enhancer:
         config: ModelConfig,
         device=None,
         batch_size: int = 8,
-        chunk_seconds: float = 10.0,
+        chunk_seconds: float = 5.0,
     ):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
@@ -156,7 +156,7 @@ class Enhancer:
         name_or_path: str | os.PathLike,
         device=None,
         batch_size: int = 8,
-        chunk_seconds: float = 10.0,
+        chunk_seconds: float = 5.0,
     ) -> Enhancer:
         model, config = load_pretrained(name_or_path)
         return cls(model, config, device, batch_size=batch_size, chunk_seconds=chunk_seconds)

@@ -1,4 +1,4 @@
-"""Command line: ``audiodiff enhance|convert|demo``."""
+"""Command line: ``audiodiff enhance|train|export|convert|demo|...``."""
 
 from __future__ import annotations
 
@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow arbitrary pickled objects in the .ckpt (only for trusted files)",
     )
     convert.set_defaults(func=cmd_convert)
+
+    from .serve import add_serve_parser
+    from .stream_cli import add_stream_parser
+    from .train import add_export_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_export_parser(sub)
+    add_stream_parser(sub)
+    add_serve_parser(sub)
 
     demo = sub.add_parser(
         "demo", help="train a tiny model for a minute and enhance the bundled example"

@@ -1,0 +1,432 @@
+"""``audiodiff serve``: live enhancement over a websocket, and a web page that uses it.
+
+One shared model, one :class:`~audiodiff.streaming.RealtimeEnhancer` per websocket connection;
+the protocol is documented in ``audiodiff/web/PROTOCOL.md``. Binds loopback by default, and a
+websocket opened by a page of another origin is refused (websockets are not covered by CORS).
+Compute runs in worker threads so the event loop keeps serving the other clients; a bad message
+gets a JSON error and the connection goes on. Needs the optional extra:
+``pip install 'audiodiff[serve]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+# = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
+MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
+
+WEB = Path(__file__).parent / "web"
+FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
+_SERVE_DEPS = "pip install 'audiodiff[serve]'"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What every connection's RealtimeEnhancer is built with, and the server's limits."""
+
+    mode: str | None = None
+    steps: int | None = None
+    block_frames: int = 8
+    context_frames: int = 16
+    lookahead_frames: int = 4
+    device: str = "cpu"
+    seed: int = 0
+    max_frame_seconds: float = 1.0  # larger binary messages are refused
+    max_backlog_seconds: float = 5.0  # audio waiting to be processed beyond this is refused
+    stats_interval: float = 0.5  # seconds between JSON stats messages
+    workers: int = 4  # connections computing at the same time
+
+
+def _imports():
+    try:
+        import anyio
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"audiodiff serve needs {err.name}: {_SERVE_DEPS}") from None
+    return anyio
+
+
+class Session:
+    """The state of one websocket connection: its format and its own RealtimeEnhancer."""
+
+    def __init__(self, websocket, model, config, settings: ServeSettings, limiter):
+        self.ws, self.model, self.config = websocket, model, config
+        self.settings, self.limiter = settings, limiter
+        self.enhancer = None
+        self.dtype = FORMATS["f32"]
+        self.max_samples = int(settings.max_frame_seconds * config.spec.sample_rate)
+        self.max_backlog = int(settings.max_backlog_seconds * config.spec.sample_rate)
+        self.received = self.sent = self.backlog = 0  # backlog: samples queued, not processed
+        self.chunks = 0  # binary messages received on this connection
+        self.last_stats = time.monotonic()
+
+    async def run(self) -> None:
+        """Read every message as it arrives (so websocket pings keep flowing even when compute
+        falls behind) and process them in order in a second task; refuse audio beyond the
+        backlog limit with an error (no reply) instead of letting the delay grow without end."""
+        from starlette.websockets import WebSocketDisconnect
+
+        inbox: asyncio.Queue = asyncio.Queue()
+        worker = asyncio.ensure_future(self.work(inbox))
+        try:
+            while not worker.done():
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data, chunk, samples = message.get("bytes"), None, 0
+                if data is not None:
+                    chunk, self.chunks = self.chunks, self.chunks + 1
+                    if self.backlog >= self.max_backlog:
+                        behind = 1000 * self.backlog / self.config.spec.sample_rate
+                        refusal = f"server overloaded: {behind:.0f} ms of audio waiting; dropped"
+                        await self.error(refusal, chunk)
+                        continue
+                    samples = len(data) // self.dtype.itemsize
+                    self.backlog += samples
+                await inbox.put((message, chunk, samples))
+        except WebSocketDisconnect:
+            return
+        finally:
+            worker.cancel()
+
+    async def work(self, inbox: asyncio.Queue) -> None:
+        """Process queued messages in order; a failure is reported and the stream goes on."""
+        while True:
+            message, chunk, samples = await inbox.get()
+            data = message.get("bytes")
+            try:
+                if data is not None:
+                    await self.on_bytes(data, chunk)
+                elif message.get("text") is not None:
+                    await self.on_text(message["text"])
+            except Exception as err:  # e.g. a model error: tell the client, keep serving
+                try:
+                    await self.error(f"processing failed: {type(err).__name__}: {err}", chunk)
+                except Exception:  # the connection is gone
+                    return
+            finally:
+                self.backlog -= samples
+
+    async def error(self, message: str, chunk: int | None = None) -> None:
+        """A JSON error; ``chunk``: the refused binary message's index on this connection."""
+        error = {"type": "error", "message": message}
+        if chunk is not None:
+            error["chunk"] = chunk
+        await self.ws.send_text(json.dumps(error))
+
+    async def on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError:
+            return await self.error("text messages must be JSON objects")
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "hello":
+            return await self.hello(message)
+        if kind == "end":
+            return await self.end()
+        await self.error(f"unknown message type {kind!r}: expected 'hello' or 'end'")
+
+    async def hello(self, message: dict) -> None:
+        """Start a (new) stream: format and rate check, a fresh RealtimeEnhancer."""
+        from .streaming import RealtimeEnhancer
+
+        fmt, rate = message.get("format", "f32"), message.get("sample_rate", 16000)
+        if fmt not in FORMATS:
+            return await self.error(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        if rate != self.config.spec.sample_rate:
+            return await self.error(f"sample_rate must be {self.config.spec.sample_rate}")
+        s = self.settings
+        self.enhancer = RealtimeEnhancer(
+            self.model,
+            self.config,
+            mode=s.mode,
+            steps=s.steps,
+            block_frames=s.block_frames,
+            context_frames=s.context_frames,
+            lookahead_frames=s.lookahead_frames,
+            device=s.device,
+            seed=s.seed,
+        )
+        self.dtype, self.received, self.sent = FORMATS[fmt], 0, 0
+        rt = self.enhancer
+        await self.ws.send_text(
+            json.dumps(
+                {
+                    "type": "ready",
+                    "format": fmt,
+                    "sample_rate": rt.sample_rate,
+                    "mode": rt.mode,
+                    "latency_ms": rt.latency_ms,
+                    "block_samples": rt.block_samples,
+                    "max_frame_samples": self.max_samples,
+                }
+            )
+        )
+
+    def decode(self, data: bytes) -> np.ndarray | str:
+        """PCM bytes -> (n,) float32 in [-1, 1], or the reason they are refused."""
+        if self.enhancer is None:
+            return "send a 'hello' message before audio"
+        if len(data) % self.dtype.itemsize:
+            return f"{len(data)} bytes is not a whole number of {self.dtype.itemsize}-byte samples"
+        if len(data) // self.dtype.itemsize > self.max_samples:
+            return f"frame of {len(data) // self.dtype.itemsize} samples exceeds the limit of " + (
+                f"{self.max_samples} ({self.settings.max_frame_seconds:g} s)"
+            )
+        samples = np.frombuffer(data, self.dtype).astype(np.float32)
+        if self.dtype.kind == "i":
+            return samples / 32768.0
+        if not np.isfinite(samples).all():
+            return "samples must be finite (NaN or Inf received)"
+        return samples
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        if self.dtype.kind == "i":
+            samples = np.clip(np.round(samples * 32768.0), -32768, 32767)
+        return samples.astype(self.dtype).tobytes()
+
+    async def on_bytes(self, data: bytes, chunk: int) -> None:
+        samples = self.decode(data)
+        if isinstance(samples, str):
+            return await self.error(samples, chunk)
+        anyio = _imports()
+        out = await anyio.to_thread.run_sync(self.enhancer.push, samples, limiter=self.limiter)
+        self.received += samples.size
+        self.sent += out.size
+        await self.ws.send_bytes(self.encode(out))
+        if time.monotonic() - self.last_stats >= self.settings.stats_interval:
+            await self.send_stats("stats")
+
+    async def send_stats(self, kind: str) -> None:
+        self.last_stats = time.monotonic()
+        stats = {"received_samples": self.received, "sent_samples": self.sent}
+        stats["backlog_ms"] = 1000 * self.backlog / self.config.spec.sample_rate
+        stats.update(self.enhancer.stats.summary())
+        await self.ws.send_text(json.dumps({"type": kind, **stats}))
+
+    async def end(self) -> None:
+        """End of stream: the last latency_samples samples, then the final stats."""
+        if self.enhancer is None:
+            return await self.error("no stream to end: send a 'hello' first")
+        anyio = _imports()
+        tail = await anyio.to_thread.run_sync(self.enhancer.flush, limiter=self.limiter)
+        self.sent += tail.size
+        await self.ws.send_bytes(self.encode(tail))
+        await self.send_stats("end")
+
+
+def create_app(model, config, settings: ServeSettings = ServeSettings()):
+    """The Starlette ASGI app: ``/`` (page), ``/worklet.js``, ``/health`` and ``/ws``."""
+    anyio = _imports()
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    from .streaming import RealtimeEnhancer, resolve_mode
+
+    mode = resolve_mode(config, settings.mode)
+    settings = replace(settings, mode=mode)
+    probe = RealtimeEnhancer(model, config, mode=mode, steps=settings.steps, device=settings.device)
+    limiter = anyio.CapacityLimiter(settings.workers)
+
+    async def page(request):
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    async def worklet(request):
+        return FileResponse(WEB / "worklet.js", media_type="text/javascript")
+
+    async def health(request):
+        return JSONResponse({"mode": mode, "sample_rate": probe.sample_rate})
+
+    async def websocket(ws):
+        origin = ws.headers.get("origin")
+        if origin and urlsplit(origin).netloc != ws.headers.get("host"):
+            await ws.close(code=1008)  # another site's page in the user's browser: refused
+            return
+        await ws.accept()
+        await Session(ws, model, config, settings, limiter).run()
+
+    routes = [
+        Route("/", page),
+        Route("/worklet.js", worklet),
+        Route("/health", health),
+        WebSocketRoute("/ws", websocket),
+    ]
+    return Starlette(routes=routes)
+
+
+@contextlib.contextmanager
+def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread; yields its ``http://host:port``; stops on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=16 * 2**20, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def add_serve_parser(sub) -> argparse.ArgumentParser:
+    """Register ``serve`` on an ``argparse`` sub-parser set; the handler is ``run_serve``."""
+    p = sub.add_parser("serve", help="live enhancement server (websocket) with a web page")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", required=True, help="model folder or bundled model name")
+    p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
+    p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
+    p.add_argument("--block-frames", type=int, default=8, help="STFT frames per block")
+    p.add_argument("--lookahead-frames", type=int, default=4)
+    p.add_argument("--context-frames", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=4, help="connections computing at once")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """The ``serve`` command: load the model once, serve until Ctrl-C."""
+    try:
+        _imports()
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import torch
+    import uvicorn
+
+    from .checkpoint import load_pretrained
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, config = load_pretrained(args.model, device=args.device)
+    settings = ServeSettings(
+        mode=args.mode,
+        steps=args.steps,
+        block_frames=args.block_frames,
+        context_frames=args.context_frames,
+        lookahead_frames=args.lookahead_frames,
+        device=args.device,
+        workers=args.workers,
+    )
+    app = create_app(model, config, settings)
+    if not _is_loopback(args.host):
+        print(
+            f"warning: binding {args.host}: anyone who can reach it can use the server, and "
+            "browsers only allow the microphone on https or localhost pages",
+            file=sys.stderr,
+        )
+    print(f"audiodiff serve: http://{args.host}:{args.port}/  (Ctrl-C stops)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def stream_file(
+    url: str,
+    samples: np.ndarray,
+    *,
+    chunk: int,
+    realtime: bool = True,
+    fmt: str = "f32",
+    timeout: float = 120.0,
+) -> tuple[np.ndarray, list[float], dict, list[str]]:
+    """A minimal Python client: stream (L,) samples to ``url`` (``ws://.../ws``).
+
+    ``realtime``: send a chunk when it would have been captured; else send the next chunk as
+    soon as the previous one's reply arrived. Returns the output (L + latency,), the round trip
+    (seconds) of every chunk, the final stats and the error messages received. The server sends
+    one binary reply per binary message, in order, so a chunk's round trip is send -> its reply.
+    """
+    import websockets
+
+    dtype, out, trips, errors, sent = FORMATS[fmt], [], [], [], []
+    replied = asyncio.Semaphore(1)
+    async with websockets.connect(url, max_size=2**24) as ws:
+        await ws.send(json.dumps({"type": "hello", "format": fmt, "sample_rate": 16000}))
+        ready = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if ready.get("type") != "ready":
+            raise RuntimeError(f"server refused the stream: {ready}")
+
+        async def sender() -> None:
+            start = time.monotonic()
+            for begin in range(0, len(samples), chunk):
+                piece = samples[begin : begin + chunk]
+                if realtime:
+                    due = start + (begin + len(piece)) / 16000
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                else:
+                    await replied.acquire()
+                scaled = np.round(piece * 32767) if dtype.kind == "i" else piece
+                sent.append(time.monotonic())
+                await ws.send(scaled.astype(dtype).tobytes())
+            await ws.send(json.dumps({"type": "end"}))
+
+        async def receiver() -> dict:
+            refused, answered = set(), 0  # chunk indices refused; chunks answered or refused
+            while True:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    while answered in refused:
+                        answered += 1
+                    if answered < len(sent):  # else: the tail that answers "end"
+                        trips.append(time.monotonic() - sent[answered])
+                    answered += 1
+                    out.append(np.frombuffer(msg, dtype))
+                    replied.release()
+                elif (data := json.loads(msg)).get("type") == "end":
+                    return data
+                elif data.get("type") == "error":
+                    errors.append(data["message"])
+                    if "chunk" in data:
+                        refused.add(data["chunk"])
+                        replied.release()
+
+        sending = asyncio.ensure_future(sender())
+        try:
+            final = await asyncio.wait_for(receiver(), timeout)
+        finally:
+            sending.cancel()
+    scale = 1 / 32768 if dtype.kind == "i" else 1
+    return np.concatenate(out).astype(np.float32) * scale, trips, final, errors
+
+
+if __name__ == "__main__":  # ``python -m audiodiff.serve --model DIR ...`` (as ``audiodiff serve``)
+    _parser = argparse.ArgumentParser(prog="python -m audiodiff.serve")
+    add_serve_parser(_parser.add_subparsers(dest="command"))
+    _args = _parser.parse_args(["serve", *sys.argv[1:]])
+    sys.exit(_args.func(_args))

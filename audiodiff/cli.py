@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(func=cmd_convert)
 
+    from .evaluate import add_eval_parser
     from .serve import add_serve_parser
     from .stream_cli import add_stream_parser
     from .train import add_export_parser, add_train_parser
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_stream_parser(sub)
     add_serve_parser(sub)
+    add_eval_parser(sub)
 
     demo = sub.add_parser(
         "demo", help="train a tiny model for a minute and enhance the bundled example"

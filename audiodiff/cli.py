@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(func=cmd_convert)
 
+    from .bench import add_bench_parser
     from .evaluate import add_eval_parser
     from .serve import add_serve_parser
     from .stream_cli import add_stream_parser
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_parser(sub)
     add_serve_parser(sub)
     add_eval_parser(sub)
+    add_bench_parser(sub)
 
     demo = sub.add_parser(
         "demo", help="train a tiny model for a minute and enhance the bundled example"

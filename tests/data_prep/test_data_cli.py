@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from audiodiff.data.pairs import check_pairs
 
@@ -28,14 +27,6 @@ def load_script(name: str):
 
 prepare = load_script("prepare")
 simulate = load_script("simulate")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write(path: Path, audio: np.ndarray, rate: int = RATE) -> Path:

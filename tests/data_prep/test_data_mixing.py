@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from audiodiff.data import mixing
 from audiodiff.data.mixing import (
@@ -21,14 +20,6 @@ from audiodiff.data.mixing import (
 )
 
 RATE = 16000
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def speech_like(n: int, seed: int) -> np.ndarray:

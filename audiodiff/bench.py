@@ -493,7 +493,8 @@ def long_rows(plan) -> list[dict]:
     Nothing runs whose memory, extrapolated from the last measurement (a 1 s warm-up at first),
     exceeds half of what is available, so a shared machine is not pushed into swapping or the OOM
     killer: linear in the audio one batch holds when chunked; quadratic unchunked (the bottleneck
-    attention is), where the lengths are climbed by doublings so no estimate reaches beyond 4x.
+    attention is), where the lengths are climbed by doublings (rows marked ``intermediate``) so
+    that no estimate reaches beyond 4x.
     """
     from .enhance import Enhancer
 
@@ -504,18 +505,21 @@ def long_rows(plan) -> list[dict]:
         power, cap = (1, chunk * enhancer.batch_size) if chunk else (2, math.inf)
         warm = _long_run(enhancer, probes, 1.0)
         last = (1.0, max(warm.get("peak_mem_mb") or 0.0, 1.0))  # (seconds in a batch, MB)
+        base = {"kind": "long", "preset": LONG_PRESET, "mode": "predictive", "chunk_seconds": chunk}
         for seconds in plan.long_seconds:
-            while power == 2 and 2 * last[0] < seconds:  # unchunked: an intermediate length
-                rung = _guarded_run(enhancer, probes, 2 * last[0], last, power, plan.device)
-                if rung.get("status") != "ok":
+            targets = []
+            while power == 2 and 2 * last[0] * 2 ** len(targets) < seconds:  # unchunked
+                targets.append(2 * last[0] * 2 ** len(targets))  # climb by doublings
+            for length in [*targets, seconds]:
+                row = {**base, "seconds": length, "intermediate": length != seconds}
+                row.update(_guarded_run(enhancer, probes, length, last, power, plan.device, cap))
+                rows.append(row)
+                if row["status"] != "ok":
                     break
-                last = (2 * last[0], max(rung["peak_mem_mb"], 1.0))
-            row = {"kind": "long", "preset": LONG_PRESET, "mode": "predictive", "seconds": seconds,
-                   "chunk_seconds": chunk}  # fmt: skip
-            row.update(_guarded_run(enhancer, probes, seconds, last, power, plan.device, cap))
-            if row.get("status") == "ok":
-                last = (min(seconds, cap), max(row["peak_mem_mb"], 1.0))
-            rows.append(row)
+                last = (min(length, cap), max(row["peak_mem_mb"], 1.0))
+            if rows[-1]["seconds"] != seconds:  # a doubling was skipped, and so is this length
+                status = f"skipped: {rows[-1]['seconds']:g} s was"
+                rows.append({**base, "seconds": seconds, "intermediate": False, "status": status})
     return rows
 
 

@@ -158,15 +158,26 @@ def test_long_signals_chunked_unchunked_and_the_memory_guard(micro, monkeypatch)
     monkeypatch.setattr(bench, "LONG_PRESET", micro)
     report = run_json(["--long", "--long-seconds", "1", str(1.2 * chunk), "--device", "cpu"])
     rows = report["long"]
-    assert [(r["seconds"], r["chunk_seconds"]) for r in rows] == [
-        (1.0, chunk), (1.2 * chunk, chunk), (1.0, None), (1.2 * chunk, None),
-    ]  # fmt: skip
+    doublings = [2.0**k for k in range(1, 8) if 2.0**k < 1.2 * chunk]  # unchunked: climbed to
+    assert [(r["seconds"], r["chunk_seconds"], r["intermediate"]) for r in rows] == [
+        (1.0, chunk, False),
+        (1.2 * chunk, chunk, False),
+        (1.0, None, False),
+        *[(d, None, True) for d in doublings],
+        (1.2 * chunk, None, False),
+    ]
     assert all(r["status"] == "ok" and r["peak_mem_mb"] is not None for r in rows)
-    assert [r["nfe_counted"] for r in rows] == [1, 2, 1, 1]  # a full chunk, then a shorter one
+    assert [r["nfe_counted"] for r in rows] == [1, 2] + [1] * (2 + len(doublings))
     assert report["rows"] == [] and report["reference"] == []
     monkeypatch.setattr(bench, "_available_mb", lambda device: 0.0)
-    guarded = run_json(["--long", "--long-seconds", "1", "2", "--device", "cpu"])["long"]
-    assert [r["status"][:7] for r in guarded] == ["skipped"] * 4  # the first one is guarded too
+    guarded = run_json(["--long", "--long-seconds", "1", "3", "--device", "cpu"])["long"]
+    assert [(r["seconds"], r["status"][:7]) for r in guarded] == [
+        (1.0, "skipped"),
+        (3.0, "skipped"),
+        (1.0, "skipped"),
+        (2.0, "skipped"),
+        (3.0, "skipped"),
+    ]  # the first length is guarded too, by the 1 s warm-up
 
 
 def test_memory_meter_sees_a_large_allocation():

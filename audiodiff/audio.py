@@ -7,12 +7,13 @@ soundfile's (frames, channels) layout is converted at this edge.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from .files import atomic_write
 
 
 class AudioError(ValueError):
@@ -54,14 +55,9 @@ def write_audio(
     audio = np.asarray(audio, dtype=np.float32)
     frames = audio[:, None] if audio.ndim == 1 else audio.T  # -> (frames, C) for soundfile
     file_format = path.suffix.lstrip(".").upper() or "WAV"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, frames, sample_rate, format=file_format, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path, lambda tmp: sf.write(tmp, frames, sample_rate, format=file_format, subtype=subtype)
+    )
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -18,6 +17,7 @@ from torch import nn
 
 from . import __version__
 from .config import ModelConfig
+from .files import atomic_write
 from .models import PredictiveModel, ScoreModel, StoRM
 from .nets import build_backbone
 from .sdes import build_sde
@@ -62,17 +62,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_pretrained(
     model: nn.Module,
     config: ModelConfig,
@@ -90,11 +79,11 @@ def save_pretrained(
     }
     meta = {"format": FORMAT_VERSION, "audiodiff": __version__, "torch": torch.__version__}
     document = {"config": config.to_dict(), "versions": meta, **(extra or {})}
-    _atomic_write(
+    atomic_write(
         directory / WEIGHTS_FILE,
         lambda tmp: safetensors.torch.save_file(weights, tmp, metadata={"format": "pt"}),
     )
-    _atomic_write(
+    atomic_write(
         directory / CONFIG_FILE,
         lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"),
     )

@@ -16,11 +16,9 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import AudioError, read_audio
+from .files import atomic_write
 from .metrics import DNSMOS_KEYS, compute_metrics, dnsmos_available, input_snr, mean_ci95
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -220,20 +219,6 @@ def summarise(rows: list[dict], skipped: list[str], notes: Iterable[str] = ()) -
         "skipped": list(skipped),
         "notes": list(notes),
     }
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary_path)`` next to ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -16,7 +16,6 @@ seeded shuffle (of files, or of speakers = the name up to its first "_"), so rer
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tqdm import tqdm  # noqa: E402
 
 from audiodiff.audio import AudioError, read_audio, resample, write_audio  # noqa: E402
 from audiodiff.data.pairs import SUBSETS, audio_info, check_pairs, list_audio_files  # noqa: E402
+from audiodiff.files import write_csv  # noqa: E402
 
 MANIFEST_FIELDS = ("subset", "name", "seconds", "sample_rate", "clean_source", "noisy_source")
 
@@ -138,12 +138,7 @@ def write_pair(key: str, pair: tuple[Path, Path], subset: str, args) -> dict:
 
 def write_manifest(path: Path, rows: list[dict], fields=MANIFEST_FIELDS) -> None:
     """Write rows as CSV atomically (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    write_csv(path, rows, fields)
 
 
 def find_source_pairs(args) -> tuple[dict[str, tuple[Path, Path]], list[str]]:

@@ -16,7 +16,6 @@ If gain pushes a peak above 0.999, clean and noisy are scaled down together (``c
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import zlib
@@ -33,6 +32,7 @@ from tqdm import tqdm  # noqa: E402
 from audiodiff.audio import write_audio  # noqa: E402
 from audiodiff.data.datasets import MixConfig, OnTheFlyMixDataset  # noqa: E402
 from audiodiff.data.pairs import list_audio_files  # noqa: E402
+from audiodiff.files import write_csv  # noqa: E402
 
 MANIFEST_FIELDS = (
     "name", "seconds", "clean_source", "clean_offset", "noise_source", "noise_offset", "snr_db",
@@ -107,12 +107,7 @@ def subset_stream(subset: str) -> int:
 
 def write_manifest(path: Path, rows: list[dict], fields=MANIFEST_FIELDS) -> None:
     """Write rows as CSV atomically (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    write_csv(path, rows, fields)
 
 
 def _fmt(x: float) -> str:

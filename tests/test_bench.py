@@ -155,7 +155,7 @@ def test_long_signals_chunked_unchunked_and_the_memory_guard(micro, monkeypatch)
     from audiodiff.enhance import Enhancer
 
     chunk = inspect.signature(Enhancer).parameters["chunk_seconds"].default
-    monkeypatch.setattr(bench, "LONG_PRESET", micro)
+    monkeypatch.setattr(bench.long, "LONG_PRESET", micro)
     report = run_json(["--long", "--long-seconds", "1", str(1.2 * chunk), "--device", "cpu"])
     rows = report["long"]
     doublings = [2.0**k for k in range(1, 8) if 2.0**k < 1.2 * chunk]  # unchunked: climbed to
@@ -169,7 +169,7 @@ def test_long_signals_chunked_unchunked_and_the_memory_guard(micro, monkeypatch)
     assert all(r["status"] == "ok" and r["peak_mem_mb"] is not None for r in rows)
     assert [r["nfe_counted"] for r in rows] == [1, 2] + [1] * (2 + len(doublings))
     assert report["rows"] == [] and report["reference"] == []
-    monkeypatch.setattr(bench, "_available_mb", lambda device: 0.0)
+    monkeypatch.setattr(bench.long, "_available_mb", lambda device: 0.0)
     guarded = run_json(["--long", "--long-seconds", "1", "3", "--device", "cpu"])["long"]
     assert [(r["seconds"], r["status"][:7]) for r in guarded] == [
         (1.0, "skipped"),

@@ -268,9 +268,13 @@ def export_checkpoint(
     *,
     fp16: bool = False,
     raw: bool = False,
+    sampler: dict | None = None,
 ) -> Path:
     """Training checkpoint -> inference model folder (``save_pretrained``): EMA weights unless
-    ``raw``, float16 with ``fp16``. Loads with ``weights_only=True``: no arbitrary unpickling."""
+    ``raw``, float16 with ``fp16``; ``sampler`` replaces fields of the default inference settings
+    (e.g. ``{"mode": "predictive"}``). Loads with ``weights_only=True``: no unpickling."""
+    from dataclasses import replace
+
     import torch
 
     from .checkpoint import build_model, save_pretrained
@@ -281,6 +285,12 @@ def export_checkpoint(
     if info is None:
         raise ValueError(f"{checkpoint}: not an audiodiff training checkpoint")
     config = ModelConfig.from_dict(info["model_config"])
+    if sampler:
+        defaults = config.sampler.__dict__
+        unknown = sorted(set(sampler) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {sorted(defaults)}")
+        config = replace(config, sampler=replace(config.sampler, **sampler))
     prefix = "model." if raw else "ema."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     model = build_model(config)
@@ -318,6 +328,13 @@ def _export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
     parser.add_argument("--fp16", action="store_true", help="store float16 weights (half size)")
     parser.add_argument("--raw", action="store_true", help="raw weights instead of the EMA")
+    parser.add_argument(
+        "--sampler",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="default inference settings to store, e.g. mode=predictive steps=5",
+    )
     return parser
 
 
@@ -331,7 +348,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out = export_checkpoint(args.checkpoint, args.output, fp16=args.fp16, raw=args.raw)
+    import yaml
+
+    sampler = {}
+    for item in args.sampler:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --sampler {item!r}: expected KEY=VALUE")
+        sampler[key] = yaml.safe_load(value)
+    out = export_checkpoint(
+        args.checkpoint, args.output, fp16=args.fp16, raw=args.raw, sampler=sampler
+    )
     print(f"wrote {out}")
     return 0
 

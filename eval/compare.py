@@ -1,7 +1,8 @@
 """Side-by-side quality comparison: audiodiff's modes and offline peers on clean/noisy pairs.
 
     python eval/compare.py --pairs ../shared/data/vbdmd_test16k --subset eval50 \
-        [--model DIR_OR_NAME] [--modes storm predictive score] [--steps 5] \
+        [--model DIR_OR_NAME] [--modes storm predictive score@30 score:ode_heun@10] \
+        [--steps 5] \
         [--peers noisereduce dfn3] [--out runs/compare] [--jobs 1] [--no-dnsmos]
 
 Enhances every noisy file of the subset with each system, times it (RTF = processing seconds per
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +122,30 @@ def dfn3_system() -> Enhance:
     return enhance
 
 
+def parse_mode_spec(spec: str) -> dict:
+    """``MODE[:METHOD][@N]`` -> sampler overrides, e.g. ``storm@3``, ``score:ode_heun@10``."""
+    from audiodiff.config import MODES, SAMPLERS
+
+    head, _, steps = spec.partition("@")
+    mode, _, method = head.partition(":")
+    if mode not in MODES["storm"] or (method and method not in SAMPLERS):
+        raise SystemExit(
+            f"error: {spec!r}: expected MODE[:METHOD][@N], MODE in {MODES['storm']}, "
+            f"METHOD in {SAMPLERS}"
+        )
+    overrides = {"mode": mode}
+    if method:
+        overrides["method"] = method
+    if steps:
+        if not steps.isdigit():
+            raise SystemExit(f"error: {spec!r}: N after @ must be a whole number")
+        overrides["steps"] = int(steps)
+    return overrides
+
+
 def audiodiff_systems(model: str, modes: list[str], steps: list[int] | None, seed: int):
-    """{name: enhance} for each mode the model runs; ``steps``: one value or one per mode."""
+    """{name: enhance} for each mode spec the model runs; ``steps``: one value or one per mode
+    (a spec's own ``@N`` wins)."""
     from audiodiff.config import MODES
     from audiodiff.enhance import Enhancer
 
@@ -129,15 +153,20 @@ def audiodiff_systems(model: str, modes: list[str], steps: list[int] | None, see
     if steps and len(steps) not in (1, len(modes)):
         raise SystemExit("error: give --steps once, or once per mode")
     systems = {}
-    for i, mode in enumerate(modes):
+    for i, spec in enumerate(modes):
+        overrides = parse_mode_spec(spec)
+        mode = overrides["mode"]
         if mode not in MODES[enhancer.config.kind]:
             print(f"note: a {enhancer.config.kind} model has no mode {mode!r}; skipped")
             continue
-        overrides = {"mode": mode}
-        if steps:
+        if steps and "steps" not in overrides:
             overrides["steps"] = steps[i if len(steps) > 1 else 0]
-        n = overrides.get("steps", enhancer.config.sampler.steps)
-        name = f"audiodiff {mode}" if mode == "predictive" else f"audiodiff {mode} (N={n})"
+        settings = replace(enhancer.config.sampler, **overrides)
+        if mode == "predictive":
+            name = "audiodiff predictive"
+        else:
+            method = "" if settings.method == "pc" else f" {settings.method}"
+            name = f"audiodiff {mode}{method} (N={settings.steps})"
         systems[name] = lambda a, r, o=overrides: enhancer(a, r, seed=seed, **o)
     return systems
 
@@ -263,7 +292,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--model", help="audiodiff model folder or name (no audiodiff rows without)"
     )
-    parser.add_argument("--modes", nargs="+", default=["storm", "predictive", "score"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["storm", "predictive", "score"],
+        help="MODE[:METHOD][@N] each, e.g. predictive storm@5 score@30 score:ode_heun@10",
+    )
     parser.add_argument("--steps", nargs="+", type=int, help="reverse steps: one, or one per mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))

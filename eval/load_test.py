@@ -46,12 +46,12 @@ def client_signal(index: int, seconds: float) -> np.ndarray:
 
 def load_model(path: str | None):
     from audiodiff.checkpoint import build_model, load_pretrained
-    from audiodiff.demo import demo_config
+    from audiodiff.quickfit import tiny_storm_config
 
     if path:
         return load_pretrained(path)
     torch.manual_seed(0)
-    config = demo_config()
+    config = tiny_storm_config()
     return build_model(config).eval(), config
 
 
@@ -157,9 +157,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.mode == "passthrough" and not args.model:
-        from audiodiff.demo import demo_config
+        from audiodiff.quickfit import tiny_storm_config
 
-        model, config = None, demo_config()
+        model, config = None, tiny_storm_config()
     else:
         model, config = load_model(args.model)
     frames = dict(

@@ -15,10 +15,10 @@ import torch
 
 from audiodiff.audio import read_audio
 from audiodiff.checkpoint import build_model
-from audiodiff.demo import crop_batches, demo_config, fit
 from audiodiff.enhance import Enhancer
 from audiodiff.metrics import si_sdr
 from audiodiff.models import storm_loss
+from audiodiff.quickfit import crop_batches, fit, tiny_storm_config
 from audiodiff.spec import Spectrogram
 
 PAIRS = Path(__file__).resolve().parent.parent / "tests" / "data" / "pairs"
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = demo_config()
+    config = tiny_storm_config()
     model = build_model(config)
     clean, rate = read_audio(PAIRS / "clean" / args.pair)
     noisy, _ = read_audio(PAIRS / "noisy" / args.pair)

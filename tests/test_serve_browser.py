@@ -16,7 +16,7 @@ import torch
 
 from audiodiff.audio import read_audio, resample
 from audiodiff.checkpoint import build_model
-from audiodiff.demo import demo_config
+from audiodiff.quickfit import tiny_storm_config
 from audiodiff.serve import ServeSettings, background_server, create_app
 from audiodiff.streaming import RealtimeEnhancer
 
@@ -56,7 +56,7 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
     fake = tmp_path / "noisy.wav"
     sf.write(fake, resample(noisy[0], rate, 48000), 48000, subtype="PCM_16")
     torch.manual_seed(0)
-    config = demo_config()
+    config = tiny_storm_config()
     model = build_model(config).eval()
     frames = dict(block_frames=16, context_frames=8, lookahead_frames=2)
     offline = RealtimeEnhancer(model, config, mode="predictive", **frames)

@@ -19,8 +19,8 @@ import torch
 from audiodiff.audio import read_audio
 from audiodiff.checkpoint import build_model
 from audiodiff.config import ModelConfig
-from audiodiff.demo import demo_config
 from audiodiff.nets import PRESETS
+from audiodiff.quickfit import tiny_storm_config
 from audiodiff.serve import ServeSettings, background_server, create_app, stream_file
 from audiodiff.streaming import RealtimeEnhancer
 
@@ -49,7 +49,7 @@ def percentiles(trips: list[float]) -> dict:
 
 
 def test_twenty_realtime_clients_get_their_own_audio_back():
-    config = demo_config()
+    config = tiny_storm_config()
     app = create_app(None, config, ServeSettings(mode="passthrough", workers=4))
     signals = [client_signal(i, 3.0) for i in range(20)]
     with background_server(app) as url:
@@ -123,7 +123,7 @@ async def abuse(url: str) -> None:
 
 
 def test_malformed_and_oversized_frames_get_errors_and_the_server_survives():
-    config = demo_config()
+    config = tiny_storm_config()
     app = create_app(None, config, ServeSettings(mode="passthrough"))
     with background_server(app) as url:
         asyncio.run(asyncio.wait_for(abuse(url.replace("http", "ws") + "/ws"), 60))

@@ -164,7 +164,7 @@ def test_bad_storm_config_raises():
 
 
 def test_tiny_storm_overfits_one_real_pair():
-    from audiodiff.demo import fit
+    from audiodiff.quickfit import fit
 
     torch.manual_seed(0)
     micro = replace(TINY, nf=16, ch_mult=(1, 2, 2))

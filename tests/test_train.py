@@ -23,10 +23,10 @@ import torch
 from pystoi import stoi
 
 from audiodiff.data import PairedDataset, find_pairs
-from audiodiff.demo import demo_config
 from audiodiff.enhance import Enhancer
 from audiodiff.metrics import compute_metrics, si_sdr
 from audiodiff.nets import PRESETS
+from audiodiff.quickfit import tiny_storm_config
 from audiodiff.spec import Spectrogram
 from audiodiff.train import build_training_model, main_export, make_loss, train
 from audiodiff.training.data import StepBatchSampler
@@ -241,6 +241,19 @@ def test_export_loads_enhances_and_fp16_halves(run, tmp_path):
     assert not np.allclose(raw, out)  # --raw exports the raw weights, the default the EMA
 
 
+def test_export_stores_sampler_defaults_and_rejects_unknown_ones(run, tmp_path):
+    last = str(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "predictive"
+    assert main_export([last, "-o", str(out), "--sampler", "mode=predictive", "steps=3"]) == 0
+    enhancer = Enhancer.from_pretrained(out, device="cpu")
+    assert (enhancer.config.sampler.mode, enhancer.config.sampler.steps) == ("predictive", 3)
+    with pytest.raises(ValueError, match="unknown sampler setting"):
+        main_export([last, "-o", str(tmp_path / "bad"), "--sampler", "stepz=3"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main_export([last, "-o", str(tmp_path / "bad"), "--sampler", "steps"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_export_rejects_a_foreign_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(ValueError, match="not an audiodiff training checkpoint"):
@@ -344,7 +357,7 @@ def test_every_recipe_validates(path):
 
 def test_pool_tiny_recipe_is_the_demo_architecture():
     recipe = load_recipe(REPO / "recipes" / "pool" / "storm_tiny.yaml")
-    assert recipe.model == demo_config()
+    assert recipe.model == tiny_storm_config()
     mix = recipe.data.mix
     assert (mix.snr_db, mix.gain_db, mix.reverb_prob, mix.max_rt60_s) == (
         (-5.0, 20.0),

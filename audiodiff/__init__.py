@@ -1,7 +1,8 @@
 """audiodiff: diffusion-based speech enhancement (SGMSE+, StoRM, DDSP) in PyTorch."""
 
 __version__ = "0.1.0"
-__all__ = ["Enhancer", "__version__"]
+DEFAULT_MODEL = "storm-tiny-pool"  # the bundled model every command uses unless told otherwise
+__all__ = ["DEFAULT_MODEL", "Enhancer", "__version__"]
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from . import __version__
+from . import DEFAULT_MODEL, __version__
 from .config import ModelConfig
 from .files import atomic_write
 from .models import PredictiveModel, ScoreModel, StoRM
@@ -48,7 +48,7 @@ def bundled_models() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+def resolve_model_dir(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Path:
     """A bundled model's name or a checkpoint folder -> the folder; clear error otherwise."""
     path = Path(name_or_path)
     if (path / CONFIG_FILE).is_file():
@@ -100,7 +100,7 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
 
 
 def load_pretrained(
-    name_or_path: str | os.PathLike, device: torch.device | str = "cpu"
+    name_or_path: str | os.PathLike = DEFAULT_MODEL, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, ModelConfig]:
     """Rebuild a model from a checkpoint folder (or bundled name) in float32, in eval mode."""
     directory = resolve_model_dir(name_or_path)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import DEFAULT_MODEL
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
@@ -47,7 +49,11 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         if v is not None
     }
     enhancer = Enhancer.from_pretrained(
-        args.model, device=args.device, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds
+        args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        chunk_seconds=args.chunk_seconds,
+        precision=args.precision,
     )
     out_dir = Path(args.output)
     jobs = expand_inputs(args.inputs)
@@ -103,7 +109,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.output), train_seconds=args.train_seconds, steps=args.steps)
+    run_demo(Path(args.output), model=args.model, modes=tuple(args.modes) if args.modes else None)
     return 0
 
 
@@ -116,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     enhance = sub.add_parser("enhance", help="enhance audio files")
     enhance.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or globs")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
-    enhance.add_argument("--model", required=True, help="model folder or bundled model name")
+    enhance.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
+    )
     enhance.add_argument(
         "--sampler",
         choices=("pc", "ode_euler", "ode_heun"),
@@ -138,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("storm", "score", "predictive"),
         help="inference mode (default: the model's)",
+    )
+    enhance.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: networks under autocast (for GPUs with bf16; very slow on most CPUs)",
     )
     enhance.add_argument("--json", action="store_true", help="print the summary as JSON")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -168,11 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
 
     demo = sub.add_parser(
-        "demo", help="train a tiny model for a minute and enhance the bundled example"
+        "demo", help="enhance the bundled example with the bundled model and score it"
     )
     demo.add_argument("-o", "--output", default="outputs/demo", help="where to write the results")
-    demo.add_argument("--train-seconds", type=float, default=60.0)
-    demo.add_argument("--steps", type=int, default=5, help="StoRM reverse steps")
+    demo.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
+    )
+    demo.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("storm", "score", "predictive"),
+        help="modes to run (default: the model's own, then predictive)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from . import sampling
+from . import DEFAULT_MODEL, sampling
 from .audio import resample
 from .checkpoint import load_pretrained
 from .config import MODES, ModelConfig, SamplerConfig
@@ -21,6 +21,7 @@ from .sampling import GeneratorArg
 from .spec import Spectrogram, num_frames
 
 CROSSFADE_SECONDS = 0.5  # overlap of consecutive chunks of a long signal
+PRECISIONS = ("fp32", "bf16")  # bf16: the networks run under autocast, the sampler in float32
 
 PREDICTOR_STEPS = {
     "reverse_diffusion": sampling.reverse_diffusion_step,
@@ -127,7 +128,7 @@ def _restore(channels: torch.Tensor, how) -> np.ndarray | torch.Tensor:
 class Enhancer:
     """Enhance speech with a score-based model.
 
-    >>> enhancer = Enhancer.from_pretrained("path/to/model")
+    >>> enhancer = Enhancer.from_pretrained()  # the bundled model, or a folder
     >>> clean = enhancer(noisy, 16000)  # numpy/torch, (L,) or (C, L); same type, shape, rate
     """
 
@@ -138,7 +139,11 @@ class Enhancer:
         device=None,
         batch_size: int = 8,
         chunk_seconds: float = 5.0,
+        precision: str = "fp32",
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -153,13 +158,14 @@ class Enhancer:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike,
+        name_or_path: str | os.PathLike = DEFAULT_MODEL,
         device=None,
         batch_size: int = 8,
         chunk_seconds: float = 5.0,
+        precision: str = "fp32",
     ) -> Enhancer:
         model, config = load_pretrained(name_or_path)
-        return cls(model, config, device, batch_size=batch_size, chunk_seconds=chunk_seconds)
+        return cls(model, config, device, batch_size, chunk_seconds, precision)
 
     @property
     def sample_rate(self) -> int:
@@ -262,9 +268,11 @@ class Enhancer:
         padded = self._padded_frames(max(lengths))
         y = torch.cat([torch.nn.functional.pad(s, (0, padded - s.shape[-1])) for s in specs])
         frames = torch.tensor([s.shape[-1] for s in specs], device=self.device)  # valid (B,)
-        x = enhance_spectrogram(
-            self.model, y, settings, settings.mode, lengths=frames, generator=generator
-        )  # (B, 1, F, T')
+        bf16 = self.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            x = enhance_spectrogram(
+                self.model, y, settings, settings.mode, lengths=frames, generator=generator
+            )  # (B, 1, F, T') complex64: the models return complex spectrograms in float32
         return [
             self.spectrogram.synthesise(x[i : i + 1, ..., : int(frames[i])], n)[0, : w.shape[-1]]
             .cpu()

@@ -123,10 +123,12 @@ def dfn3_system() -> Enhance:
 
 
 def parse_mode_spec(spec: str) -> dict:
-    """``MODE[:METHOD][@N]`` -> sampler overrides, e.g. ``storm@3``, ``score:ode_heun@10``."""
+    """``MODE[:METHOD][@N[/C]]`` -> sampler overrides, e.g. ``storm@3``, ``score:ode_heun@10``,
+    ``score@30/1`` (C: corrector steps per step)."""
     from audiodiff.config import MODES, SAMPLERS
 
     head, _, steps = spec.partition("@")
+    steps, slash, corrector = steps.partition("/")
     mode, _, method = head.partition(":")
     if mode not in MODES["storm"] or (method and method not in SAMPLERS):
         raise SystemExit(
@@ -140,16 +142,27 @@ def parse_mode_spec(spec: str) -> dict:
         if not steps.isdigit():
             raise SystemExit(f"error: {spec!r}: N after @ must be a whole number")
         overrides["steps"] = int(steps)
+    if slash:
+        if not corrector.isdigit():
+            raise SystemExit(f"error: {spec!r}: C after / must be a whole number")
+        overrides["corrector_steps"] = int(corrector)
     return overrides
 
 
-def audiodiff_systems(model: str, modes: list[str], steps: list[int] | None, seed: int):
+def audiodiff_systems(
+    model: str,
+    modes: list[str],
+    steps: list[int] | None,
+    seed: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+):
     """{name: enhance} for each mode spec the model runs; ``steps``: one value or one per mode
     (a spec's own ``@N`` wins)."""
     from audiodiff.config import MODES
     from audiodiff.enhance import Enhancer
 
-    enhancer = Enhancer.from_pretrained(model, device="cpu", batch_size=1)
+    enhancer = Enhancer.from_pretrained(model, device=device, batch_size=1, precision=precision)
     if steps and len(steps) not in (1, len(modes)):
         raise SystemExit("error: give --steps once, or once per mode")
     systems = {}
@@ -167,6 +180,9 @@ def audiodiff_systems(model: str, modes: list[str], steps: list[int] | None, see
         else:
             method = "" if settings.method == "pc" else f" {settings.method}"
             name = f"audiodiff {mode}{method} (N={settings.steps})"
+            if settings.method == "pc" and settings.corrector_steps:
+                name = f"{name[:-1]}, C={settings.corrector_steps})"
+        name += "" if precision == "fp32" else f" {precision}"
         systems[name] = lambda a, r, o=overrides: enhancer(a, r, seed=seed, **o)
     return systems
 
@@ -296,10 +312,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--modes",
         nargs="+",
         default=["storm", "predictive", "score"],
-        help="MODE[:METHOD][@N] each, e.g. predictive storm@5 score@30 score:ode_heun@10",
+        help="MODE[:METHOD][@N[/C]] each, e.g. predictive storm@5 score@30/1 score:ode_heun@10",
     )
     parser.add_argument("--steps", nargs="+", type=int, help="reverse steps: one, or one per mode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (audiodiff rows)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="audiodiff rows' networks"
+    )
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--jobs", type=int, default=1, help="processes for the metrics")
@@ -314,7 +334,11 @@ def build_systems(args) -> dict[str, Enhance | None]:
     """{name: enhance}: the noisy input (None), audiodiff's modes, then the installed peers."""
     systems: dict[str, Enhance | None] = {"noisy": None}
     if args.model:
-        systems.update(audiodiff_systems(args.model, args.modes, args.steps, args.seed))
+        systems.update(
+            audiodiff_systems(
+                args.model, args.modes, args.steps, args.seed, args.device, args.precision
+            )
+        )
     makers = {"noisereduce": noisereduce_system, "dfn3": dfn3_system}
     for peer in args.peers:
         try:

@@ -29,7 +29,12 @@ def test_mode_specs_parse_and_bad_ones_are_named(compare):
         "method": "ode_heun",
         "steps": 10,
     }
-    for bad in ("stom@3", "score:heun@3", "score@x"):
+    assert compare.parse_mode_spec("score@30/1") == {
+        "mode": "score",
+        "steps": 30,
+        "corrector_steps": 1,
+    }
+    for bad in ("stom@3", "score:heun@3", "score@x", "score@3/x"):
         with pytest.raises(SystemExit, match=bad):
             compare.parse_mode_spec(bad)
 
@@ -39,12 +44,12 @@ def test_compare_runs_each_spec_and_scores_the_noisy_row_independently(
 ):
     out = tmp_path / "compare"
     argv = ["--pairs", str(PAIRS), "--subset", "all", "--model", str(tiny_model_dir)]
-    argv += ["--modes", "score@1", "score:ode_heun@2", "predictive", "--peers", "--no-dnsmos"]
+    argv += ["--modes", "score@1/1", "score:ode_heun@2", "predictive", "--peers", "--no-dnsmos"]
     assert compare.main([*argv, "--out", str(out), "--quiet"]) == 0
     result = json.loads((out / "compare.json").read_text())
     names = [s["name"] for s in result["systems"]]
     # a score model has no predictive mode: that spec is skipped with a note
-    assert names == ["noisy input", "audiodiff score (N=1)", "audiodiff score ode_heun (N=2)"]
+    assert names == ["noisy input", "audiodiff score (N=1, C=1)", "audiodiff score ode_heun (N=2)"]
     assert all(s["rtf"] > 0 for s in result["systems"][1:])
     ids = sorted(p.stem for p in (PAIRS / "noisy").glob("*.wav"))
     scores = []

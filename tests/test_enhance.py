@@ -135,3 +135,25 @@ def test_chunked_long_signals_cross_fade_back_to_the_input(seconds):
     assert np.abs(out - wave).max() < 1e-4 * np.abs(wave).max()
     offsets = chunk_offsets(len(wave), 64000, 8000)
     assert len(offsets) == (1 if seconds < 4 else 7) and offsets[-1] + 64000 >= len(wave)
+
+
+def test_bf16_precision_runs_the_networks_under_autocast(noisy):
+    from dataclasses import replace
+
+    from audiodiff.bench.measure import randomise_
+    from audiodiff.checkpoint import build_model
+    from audiodiff.config import ModelConfig, SamplerConfig
+    from audiodiff.nets import PRESETS
+
+    micro = replace(PRESETS["ncsnpp_tiny"], nf=8, ch_mult=(1, 1, 2, 2))
+    config = ModelConfig(backbone=micro, sampler=SamplerConfig(steps=1, corrector_steps=0))
+    model = build_model(config)
+    randomise_(model)  # the init's zeroed output layers would make both outputs trivial
+    wave, rate = noisy[0][:4000], noisy[1]
+    fp32 = Enhancer(model, config, device="cpu")(wave, rate, seed=0)
+    bf16 = Enhancer(model, config, device="cpu", precision="bf16")(wave, rate, seed=0)
+    assert bf16.dtype == fp32.dtype == wave.dtype and bf16.shape == wave.shape
+    error = np.abs(bf16 - fp32).max() / np.abs(fp32).max()
+    assert 0 < error < 0.05, error  # changed by bf16 rounding, and only by that
+    with pytest.raises(ValueError, match="precision"):
+        Enhancer(model, config, device="cpu", precision="fp16")

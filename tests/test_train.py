@@ -355,9 +355,13 @@ def test_every_recipe_validates(path):
         assert value is None or not Path(value).is_absolute(), value
 
 
-def test_pool_tiny_recipe_is_the_demo_architecture():
+def test_pool_tiny_recipe_is_the_bundled_architecture():
     recipe = load_recipe(REPO / "recipes" / "pool" / "storm_tiny.yaml")
     assert recipe.model == tiny_storm_config()
+    stage1 = load_recipe(REPO / "recipes" / "pool" / "predictive_tiny.yaml")
+    assert stage1.model.predictor == recipe.model.predictor  # stage 2 loads stage 1's predictor
+    assert recipe.train.init_predictor == f"{stage1.output}/model" and recipe.train.freeze_predictor
+    assert stage1.data == recipe.data
     mix = recipe.data.mix
     assert (mix.snr_db, mix.gain_db, mix.reverb_prob, mix.max_rt60_s) == (
         (-5.0, 20.0),

@@ -16,6 +16,15 @@ from . import DEFAULT_MODEL
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model NAME|DIR``, the bundled model by default (every command that enhances has it)."""
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
+    )
+
+
 def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     """Files, folders (recursive) and globs -> [(file, path relative to what the user named)]."""
     found: list[tuple[Path, Path]] = []
@@ -122,11 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     enhance = sub.add_parser("enhance", help="enhance audio files")
     enhance.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or globs")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
-    enhance.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
-    )
+    add_model_argument(enhance)
     enhance.add_argument(
         "--sampler",
         choices=("pc", "ode_euler", "ode_heun"),
@@ -187,11 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="enhance the bundled example with the bundled model and score it"
     )
     demo.add_argument("-o", "--output", default="outputs/demo", help="where to write the results")
-    demo.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
-    )
+    add_model_argument(demo)
     demo.add_argument(
         "--modes",
         nargs="+",

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from . import DEFAULT_MODEL
+from .cli import add_model_argument
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
@@ -302,11 +302,7 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="live enhancement server (websocket) with a web page")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
-    )
+    add_model_argument(p)
     p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
     p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
     p.add_argument("--block-frames", type=int, default=8, help="STFT frames per block")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_MODEL
+from .cli import add_model_argument
 
 # = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion")
@@ -34,11 +34,7 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="real-time (block-online) enhancement of a file or the mic")
     p.add_argument("--input", required=True, help="audio file, or 'mic'")
     p.add_argument("--output", required=True, help="audio file, or 'speaker'")
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
-    )
+    add_model_argument(p)
     p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
     p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
     p.add_argument(

@@ -273,24 +273,20 @@ def export_checkpoint(
     """Training checkpoint -> inference model folder (``save_pretrained``): EMA weights unless
     ``raw``, float16 with ``fp16``; ``sampler`` replaces fields of the default inference settings
     (e.g. ``{"mode": "predictive"}``). Loads with ``weights_only=True``: no unpickling."""
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     import torch
 
     from .checkpoint import build_model, save_pretrained
-    from .config import ModelConfig
+    from .config import ModelConfig, SamplerConfig
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     info = state.get("audiodiff") if isinstance(state, dict) else None
     if info is None:
         raise ValueError(f"{checkpoint}: not an audiodiff training checkpoint")
     config = ModelConfig.from_dict(info["model_config"])
-    if sampler:
-        defaults = config.sampler.__dict__
-        unknown = sorted(set(sampler) - set(defaults))
-        if unknown:
-            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {sorted(defaults)}")
-        config = replace(config, sampler=replace(config.sampler, **sampler))
+    if sampler:  # strict: an unknown key is named
+        config = replace(config, sampler=SamplerConfig.from_dict(asdict(config.sampler) | sampler))
     prefix = "model." if raw else "ema."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     model = build_model(config)
@@ -348,14 +344,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import yaml
+    from .training.recipe import RecipeError, apply_overrides
 
-    sampler = {}
-    for item in args.sampler:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --sampler {item!r}: expected KEY=VALUE")
-        sampler[key] = yaml.safe_load(value)
+    try:  # the recipes' KEY=VALUE parsing (values read as YAML)
+        sampler = apply_overrides({}, args.sampler)
+    except RecipeError as err:
+        raise SystemExit(f"error: --sampler: {err}") from None
     out = export_checkpoint(
         args.checkpoint, args.output, fp16=args.fp16, raw=args.raw, sampler=sampler
     )

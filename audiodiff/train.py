@@ -91,14 +91,29 @@ def _load_predictor(model, recipe: Recipe) -> None:
         raise ValueError(f"{path}: its predictor does not fit model.predictor ({err})") from None
 
 
+def _load_model(model, recipe: Recipe) -> None:
+    """Copy every weight of the model folder ``train.init_model`` into ours (same architecture)."""
+    from .checkpoint import load_pretrained
+
+    path = recipe.train.init_model
+    source, _ = load_pretrained(path)
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"{path}: its weights do not fit model ({err})") from None
+
+
 def build_training_model(recipe: Recipe):
-    """Freshly initialised model (seeded), optionally with a loaded and frozen predictor."""
+    """Freshly initialised model (seeded), or one started from ``train.init_model``; then
+    optionally a loaded (and frozen) predictor."""
     import torch
 
     from .checkpoint import build_model
 
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe.model)
+    if recipe.train.init_model:
+        _load_model(model, recipe)
     if recipe.train.init_predictor:
         _load_predictor(model, recipe)
     if recipe.train.freeze_predictor:
@@ -226,7 +241,8 @@ def train(
     model = build_training_model(recipe)
     loss_fn = make_loss(recipe, Spectrogram(recipe.model.spec))
     module = EnhancementModule(
-        model, recipe.model, loss_fn, lr=t.lr, ema_decay=t.ema_decay, seed=t.seed,
+        model, recipe.model, loss_fn, lr=t.lr, lr_final=t.lr_final, max_steps=t.max_steps,
+        ema_decay=t.ema_decay, seed=t.seed,
         metadata={"recipe": recipe.to_dict()},
     )  # fmt: skip
     data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, t.num_eval_files, t.seed)

@@ -22,6 +22,7 @@ import pytest
 import torch
 from pystoi import stoi
 
+from audiodiff.checkpoint import load_pretrained
 from audiodiff.data import PairedDataset, find_pairs
 from audiodiff.enhance import Enhancer
 from audiodiff.metrics import compute_metrics, si_sdr
@@ -171,6 +172,36 @@ def test_resume_is_exact(base, tmp_path):
     assert not all(torch.equal(model[k], v) for k, v in ema.items())
 
 
+class RecordLearningRate(pl.Callback):
+    def __init__(self):
+        self.rates = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_cosine_learning_rate_falls_from_lr_to_lr_final_and_resumes(base, tmp_path):
+    """Steps 0-4 of a 5-step cosine schedule; a run killed after step 3 (saved at step 2) goes
+    on from step 2 of the same schedule."""
+    steps = 5
+    overrides = ("train.lr=1e-3", "train.lr_final=1e-4", "train.checkpoint_every_n_steps=2")
+    recipe = tiny(
+        base, tmp_path / "cosine", f"train.max_steps={steps}", "train.val_every_n_steps=0",
+        *overrides,
+    )  # fmt: skip
+    first, resumed = RecordLearningRate(), RecordLearningRate()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(recipe, callbacks=[first, Crash(3)], export=False)
+    train(recipe, resume=True, callbacks=[resumed], export=False)
+    expected = [
+        1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * s / steps)) for s in range(steps)
+    ]
+    np.testing.assert_allclose(first.rates, expected[:3], rtol=1e-9)
+    np.testing.assert_allclose(resumed.rates, expected[2:], rtol=1e-9)
+    with pytest.raises(RecipeError, match="lr_final"):
+        tiny(base, tmp_path / "bad", "train.lr=1e-4", "train.lr_final=1e-3")
+
+
 def test_fresh_run_refuses_an_existing_run_folder(run, base):
     with pytest.raises(ValueError, match="--resume"):
         train(tiny(base, run))
@@ -252,6 +283,23 @@ def test_export_stores_sampler_defaults_and_rejects_unknown_ones(run, tmp_path):
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         main_export([last, "-o", str(tmp_path / "bad"), "--sampler", "steps"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_init_model_starts_from_a_model_folder_and_init_predictor_overrides_it(run, base, tmp_path):
+    last = str(run / "checkpoints" / "last.ckpt")
+    assert main_export([last, "-o", str(tmp_path / "raw"), "--raw"]) == 0
+    ema, raw = (
+        load_pretrained(folder)[0].state_dict() for folder in (run / "model", tmp_path / "raw")
+    )
+    inits = (f"train.init_model={run / 'model'}", f"train.init_predictor={tmp_path / 'raw'}")
+    model = build_training_model(tiny(base, tmp_path / "next", *inits)).state_dict()
+    for key, value in model.items():
+        source = raw if key.startswith("predictor.") else ema
+        assert torch.equal(value, source[key]), key
+    assert not all(torch.equal(ema[k], raw[k]) for k in ema)  # the two sources differ
+    wider = tiny(base, tmp_path / "wider", inits[0], "model.backbone.nf=16")
+    with pytest.raises(ValueError, match=f"{run / 'model'}: its weights do not fit"):
+        build_training_model(wider)
 
 
 def test_export_rejects_a_foreign_checkpoint(tmp_path):

@@ -12,8 +12,10 @@ global RNG, so a resumed run draws exactly what an uninterrupted one draws.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import lightning.pytorch as pl
 import numpy as np
@@ -44,6 +46,13 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         averaged.copy_(current)
 
 
+def cosine_factor(step: int, final: float, steps: int) -> float:
+    """The learning-rate factor at ``step``: 1 at step 0, ``final`` from step ``steps`` on, a half
+    cosine in between."""
+    progress = min(step / max(steps, 1), 1.0)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def stream_seed(seed: int, stream: str, index: int, rank: int) -> int:
     """A 63-bit seed for (seed, stream, index, rank), e.g. (seed, "train", global step, rank)."""
     state = np.random.SeedSequence([seed, _STREAMS[stream], index, rank]).generate_state(2)
@@ -65,6 +74,8 @@ class EnhancementModule(pl.LightningModule):
         loss_fn: LossFn,
         *,
         lr: float = 1e-4,
+        lr_final: float | None = None,
+        max_steps: int = 0,
         ema_decay: float = 0.999,
         seed: int = 0,
         ema: nn.Module | None = None,
@@ -76,6 +87,7 @@ class EnhancementModule(pl.LightningModule):
         self.config = config
         self.loss_fn = loss_fn
         self.lr, self.ema_decay, self.seed = lr, ema_decay, seed
+        self.lr_final, self.max_steps = lr_final, max_steps
         self.metadata = dict(metadata or {})
         self.spectrogram = Spectrogram(config.spec)
         self._sums: torch.Tensor | None = None  # validation sums and counts, see _accumulate
@@ -103,7 +115,15 @@ class EnhancementModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr)
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        if self.lr_final is None:
+            return optimizer
+        factor = partial(cosine_factor, final=self.lr_final / self.lr, steps=self.max_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_train_start(self) -> None:
         if self.global_step == 0:  # start the EMA from the (DDP-broadcast) initial weights

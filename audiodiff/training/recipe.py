@@ -109,6 +109,7 @@ class TrainConfig:
     batch_size: int = 8
     crop_frames: int = 256
     lr: float = 1e-4
+    lr_final: float | None = None  # cosine decay from lr to this at max_steps; null: constant
     ema_decay: float = 0.999
     grad_clip: float | None = None
     max_steps: int = 100_000
@@ -117,6 +118,7 @@ class TrainConfig:
     spectral_weight: float = 0.0  # DDSP multi-scale spectral loss on the predictive output
     freeze_predictor: bool = False  # StoRM with a fixed (pre-trained) predictive stage
     init_predictor: str | None = None  # model folder whose predictor initialises ours
+    init_model: str | None = None  # model folder (same architecture) whose weights start training
     precision: str = "auto"  # bf16-mixed on CUDA, else 32-true
     val_every_n_steps: int = 1000  # 0: no validation
     checkpoint_every_n_steps: int | None = None  # last.ckpt cadence; default val_every_n_steps
@@ -143,6 +145,8 @@ class TrainConfig:
             raise RecipeError("train.checkpoint_every_n_steps must be positive")
         if not (self.lr > 0 and 0 <= self.ema_decay < 1 and 0 <= self.alpha <= 1):
             raise RecipeError("need train.lr > 0, 0 <= train.ema_decay < 1, 0 <= train.alpha <= 1")
+        if self.lr_final is not None and not 0 <= self.lr_final <= self.lr:
+            raise RecipeError("need 0 <= train.lr_final <= train.lr (or null: constant lr)")
         if not 0 <= self.score_task_prob <= 1 or self.spectral_weight < 0:
             raise RecipeError("need 0 <= train.score_task_prob <= 1, train.spectral_weight >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:

@@ -45,7 +45,7 @@ from audiodiff.evaluate import (
     write_report,
     write_text,
 )
-from audiodiff.metrics import dnsmos_available
+from audiodiff.metrics import dnsmos_available, mean_ci95
 
 SUBSETS = ("eval50", "all")
 PEERS = ("noisereduce", "dfn3")
@@ -238,6 +238,30 @@ def reference_check(pairs_dir: Path, system: str, rows: list[dict]) -> list[dict
     return checks
 
 
+def paired_change(rows: list[dict], noisy_rows: list[dict], metrics) -> dict:
+    """Per metric, over the files scored for both: the mean and 95 % CI of (system − noisy
+    input), and on how many files the system scores higher."""
+    noisy = {row["file"]: row for row in noisy_rows}
+    change = {}
+    for m in metrics:
+        pairs = [
+            (row[m], noisy[row["file"]].get(m, math.nan)) for row in rows if row["file"] in noisy
+        ]
+        delta = np.array([a - b for a, b in pairs], dtype=np.float64)
+        delta = delta[np.isfinite(delta)]
+        mean, low, high = mean_ci95(delta)
+        change[m] = {"mean": mean, "ci95_low": low, "ci95_high": high}
+        change[m].update(higher=int((delta > 0).sum()), n=int(delta.size))
+    return change
+
+
+def _fmt_change(change: dict, digits: int) -> str:
+    if math.isnan(change["mean"]):
+        return "–"
+    low, high = (f"{change[k]:+.{digits}f}" for k in ("ci95_low", "ci95_high"))
+    return f"{change['mean']:+.{digits}f} [{low}, {high}], {change['higher']}/{change['n']}"
+
+
 def _fmt(stats: dict, digits: int) -> str:
     if math.isnan(stats["mean"]):
         return "–"
@@ -267,6 +291,21 @@ def markdown(result: dict) -> str:
         cells = [_fmt(system["metrics"][c], 3 if c == "estoi" else 2) for c in columns]
         cells += ["–" if system[k] is None else f"{system[k]:.3f}" for k in ("rtf", "cpu_rtf")]
         lines.append(f"| {system['name']} | " + " | ".join(cells) + " |")
+    changed = [s for s in result["systems"] if s.get("vs_noisy")]
+    if changed:
+        lines += [
+            "",
+            "## Paired change against the noisy input (same files)",
+            "",
+            "Mean of (system − noisy input) per file [95 % Student-t CI], and the number of files "
+            "on which the system scores higher.",
+            "",
+            "| system | " + " | ".join(f"Δ {labels[c]}" for c in columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
+        for system in changed:
+            cells = [_fmt_change(system["vs_noisy"][c], 3 if c == "estoi" else 2) for c in columns]
+            lines.append(f"| {system['name']} | " + " | ".join(cells) + " |")
     if result["reference_check"]:
         lines += [
             "",
@@ -376,6 +415,11 @@ def main(argv=None) -> int:
         summary, rows = score_system(name, paths, ids, args, args.out / slug, with_dnsmos)
         system = {"name": "noisy input" if enhance is None else name, "rtf": None, "cpu_rtf": None}
         system.update(metrics=summary["metrics"], skipped=summary["skipped"])
+        if enhance is None:
+            noisy_rows = rows
+        else:
+            metrics = [m for m in (*METRICS, *DNSMOS) if m in summary["metrics"]]
+            system["vs_noisy"] = paired_change(rows, noisy_rows, metrics)
         if clock is not None:
             system.update(wall_seconds=clock.wall, cpu_seconds=clock.cpu)
             system.update(rtf=clock.wall / result["audio_seconds"])

@@ -62,3 +62,17 @@ def test_compare_runs_each_spec_and_scores_the_noisy_row_independently(
         expected = sum(s[metric] for s in scores) / len(scores)
         assert noisy_row[metric]["mean"] == pytest.approx(expected, abs=1e-6)
     assert "| audiodiff score ode_heun (N=2) |" in (out / "compare.md").read_text()
+    # the paired change against the input, from the written audio scored here
+    heun = result["systems"][2]
+    audio = next(out.glob("audiodiff_score_ode_heun*")) / "audio"
+    enhanced = []
+    for i in ids:
+        clean, rate = read_audio(PAIRS / "clean" / f"{i}.wav")
+        enhanced.append(compute_metrics(clean[0], read_audio(audio / f"{i}.wav")[0][0], rate))
+    for metric in ("pesq", "estoi", "si_sdr"):
+        deltas = [e[metric] - s[metric] for e, s in zip(enhanced, scores)]
+        change = heun["vs_noisy"][metric]
+        assert change["mean"] == pytest.approx(sum(deltas) / len(deltas), abs=1e-4)
+        assert (change["higher"], change["n"]) == (sum(d > 0 for d in deltas), len(ids))
+        assert change["ci95_low"] <= change["mean"] <= change["ci95_high"]
+    assert "## Paired change against the noisy input" in (out / "compare.md").read_text()

@@ -8,6 +8,7 @@ NCSN++ and must match an offline RealtimeEnhancer on their own input. All bounde
 """
 
 import asyncio
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import read_audio
 from audiodiff.checkpoint import build_model
 from audiodiff.config import ModelConfig
 from audiodiff.nets import PRESETS
@@ -29,13 +29,15 @@ PAIRS = Path(__file__).parent / "data" / "pairs"
 LATENCY = 509 + 11 * 128  # block 8, look-ahead 4
 
 
-def client_signal(index: int, seconds: float) -> np.ndarray:
-    """A different signal per client: a noisy file excerpt + a client-specific tone."""
-    noisy, _ = read_audio(PAIRS / "noisy" / f"p287_00{1 + index % 2}.wav")
-    length = int(seconds * 16000)
-    t = np.arange(length) / 16000
-    speech = np.resize(np.roll(noisy[0], -1601 * index), length)
-    return (0.7 * speech + 0.05 * np.sin(2 * np.pi * (150 + 37 * index) * t)).astype(np.float32)
+def _load_test_script():
+    path = Path(__file__).resolve().parents[1] / "eval" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("load_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+client_signal = _load_test_script().client_signal  # the same client signals as the benchmark
 
 
 async def run_clients(url: str, signals: list, timeout: float, **kwargs) -> list:

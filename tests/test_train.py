@@ -7,8 +7,10 @@ committed test pairs; nothing under ../shared is needed.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 import torch
 from pystoi import stoi
 
+from audiodiff import DEFAULT_MODEL
 from audiodiff.checkpoint import load_pretrained
 from audiodiff.data import PairedDataset, find_pairs
 from audiodiff.enhance import Enhancer
@@ -417,6 +420,35 @@ def test_pool_tiny_recipe_is_the_bundled_architecture():
         0.3,
         1.0,
     )
+
+
+def script_commands(path: Path) -> list[list[str]]:
+    """The ``audiodiff ...`` commands of a shell script, continuation lines joined."""
+    text = path.read_text().replace("\\\n", " ")
+    lines = (line.strip() for line in text.splitlines())
+    return [shlex.split(line)[1:] for line in lines if line.startswith("audiodiff ")]
+
+
+def test_the_bundled_training_script_is_consistent_and_made_the_bundled_model():
+    """Each stage loads only what an earlier stage wrote, every recipe with its overrides
+    validates, and the last training command's recipe and step count are the bundled model's."""
+    written, trains = set(), []
+    for command in script_commands(REPO / "recipes" / "pool" / "train_bundled.sh"):
+        if command[0] == "train":
+            recipe = load_recipe(REPO / command[1], command[2:])
+            for source in (recipe.train.init_model, recipe.train.init_predictor):
+                assert source is None or source in written, source
+            written.add(f"{recipe.output}/model")  # a finished run exports its best checkpoint
+            trains.append(recipe)
+        else:
+            assert command[0] == "export"
+            assert Path(command[1]).parent.parent.as_posix() in {r.output for r in trains}
+            written.add(command[command.index("-o") + 1])
+    training = json.loads(
+        (REPO / "audiodiff" / "assets" / "models" / DEFAULT_MODEL / "config.json").read_text()
+    )["training"]
+    assert training["recipe"] == trains[-1].to_dict()
+    assert training["global_step"] == trains[-1].train.max_steps
 
 
 def test_ears48k_recipe_uses_the_48k_settings():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bundled model (audiodiff/assets/models/storm-tiny-pool): the commands that trained it, in
 # order, each stage starting from an export of an earlier one. Run from the repository root, with
-# ../shared/data/train_pool on hand. On the 2-core CPU the five stages took about 3 h 40 min
+# ../shared/data/train_pool on hand. On the 2-core CPU the five stages took about 3 h 30 min
 # (steps/s in recipes/pool/README.md). Stages 1 and 3 were stopped by hand; their learning rate is
 # constant and each batch depends on the step alone, so max_steps=N gives the same weights.
 set -euo pipefail

@@ -10,11 +10,10 @@ import numpy as np
 from . import DEFAULT_MODEL
 from .audio import read_audio, write_audio
 from .enhance import Enhancer
-from .metrics import compute_metrics
+from .metrics import METRICS, compute_metrics
 
 EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples"
 EXAMPLE_NAMES = ("p287_004.wav", "p287_005.wav", "p287_006.wav")
-METRICS = ("pesq", "estoi", "si_sdr")
 
 
 def run_demo(

@@ -29,10 +29,9 @@ import numpy as np
 
 from .audio import AudioError, read_audio
 from .files import atomic_write
-from .metrics import DNSMOS_KEYS, compute_metrics, dnsmos_available, input_snr, mean_ci95
+from .metrics import DNSMOS_KEYS, METRICS, compute_metrics, dnsmos_available, input_snr, mean_ci95
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-METRICS = ("pesq", "estoi", "si_sdr")
 DNSMOS = tuple(DNSMOS_KEYS.values())
 LABELS = {
     "pesq": "PESQ-WB",

@@ -17,6 +17,8 @@ import numpy as np
 
 from .audio import resample
 
+METRICS = ("pesq", "estoi", "si_sdr")  # the keys compute_metrics always returns
+
 PESQ_RATE = 16000
 DNSMOS_RATE = 16000
 DNSMOS_KEYS = {  # speechmos' key -> ours

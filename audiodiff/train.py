@@ -75,32 +75,25 @@ def make_loss(recipe: Recipe, spectrogram):
     )
 
 
-def _load_predictor(model, recipe: Recipe) -> None:
-    """Copy the predictor of the model folder ``train.init_predictor`` into ours."""
+def _copy_weights(path: str, target, *, predictor: bool) -> None:
+    """Copy the weights of the model folder ``path`` into ``target``: all of them, or with
+    ``predictor`` only its predictive stage (the whole model if it is a predictive one)."""
     from .checkpoint import load_pretrained
 
-    path = recipe.train.init_predictor
     source, config = load_pretrained(path)
-    predictor = source if config.kind == "predictive" else getattr(source, "predictor", None)
-    if predictor is None:
-        raise ValueError(f"{path}: a {config.kind!r} model has no predictive stage")
-    target = model if recipe.model.kind == "predictive" else model.predictor
+    if predictor and config.kind != "predictive":
+        source = getattr(source, "predictor", None)
+        if source is None:
+            raise ValueError(f"{path}: a {config.kind!r} model has no predictive stage")
     try:
-        target.load_state_dict(predictor.state_dict())
+        target.load_state_dict(source.state_dict())
     except RuntimeError as err:
-        raise ValueError(f"{path}: its predictor does not fit model.predictor ({err})") from None
-
-
-def _load_model(model, recipe: Recipe) -> None:
-    """Copy every weight of the model folder ``train.init_model`` into ours (same architecture)."""
-    from .checkpoint import load_pretrained
-
-    path = recipe.train.init_model
-    source, _ = load_pretrained(path)
-    try:
-        model.load_state_dict(source.state_dict())
-    except RuntimeError as err:
-        raise ValueError(f"{path}: its weights do not fit model ({err})") from None
+        what = (
+            "its predictor does not fit model.predictor"
+            if predictor
+            else "its weights do not fit model"
+        )
+        raise ValueError(f"{path}: {what} ({err})") from None
 
 
 def build_training_model(recipe: Recipe):
@@ -113,9 +106,10 @@ def build_training_model(recipe: Recipe):
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe.model)
     if recipe.train.init_model:
-        _load_model(model, recipe)
+        _copy_weights(recipe.train.init_model, model, predictor=False)
     if recipe.train.init_predictor:
-        _load_predictor(model, recipe)
+        target = model if recipe.model.kind == "predictive" else model.predictor
+        _copy_weights(recipe.train.init_predictor, target, predictor=True)
     if recipe.train.freeze_predictor:
         model.predictor.requires_grad_(False)
     return model
@@ -241,8 +235,8 @@ def train(
     model = build_training_model(recipe)
     loss_fn = make_loss(recipe, Spectrogram(recipe.model.spec))
     module = EnhancementModule(
-        model, recipe.model, loss_fn, lr=t.lr, lr_final=t.lr_final, max_steps=t.max_steps,
-        ema_decay=t.ema_decay, seed=t.seed,
+        model, recipe.model, loss_fn, lr=t.lr, lr_final=t.lr_final, ema_decay=t.ema_decay,
+        seed=t.seed,
         metadata={"recipe": recipe.to_dict()},
     )  # fmt: skip
     data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, t.num_eval_files, t.seed)

@@ -35,6 +35,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.audio import read_audio, resample, write_audio
+from audiodiff.enhance import PRECISIONS
 from audiodiff.evaluate import (
     DNSMOS,
     METRICS,
@@ -357,7 +358,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (audiodiff rows)")
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="audiodiff rows' networks"
+        "--precision", choices=PRECISIONS, default="fp32", help="audiodiff rows' networks"
     )
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))

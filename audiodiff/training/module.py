@@ -25,12 +25,11 @@ from torch import nn
 from .. import __version__
 from ..config import ModelConfig
 from ..enhance import Enhancer
-from ..metrics import compute_metrics
+from ..metrics import METRICS, compute_metrics
 from ..spec import Spectrogram
 
 # loss_fn(model, x0, y, generator=...) -> per-example losses (B,); x0, y: (B, 1, F, T) complex
 LossFn = Callable[..., torch.Tensor]
-METRICS = ("pesq", "estoi", "si_sdr")
 _STREAMS = {"train": 0, "valid": 1}
 
 
@@ -75,7 +74,6 @@ class EnhancementModule(pl.LightningModule):
         *,
         lr: float = 1e-4,
         lr_final: float | None = None,
-        max_steps: int = 0,
         ema_decay: float = 0.999,
         seed: int = 0,
         ema: nn.Module | None = None,
@@ -87,7 +85,7 @@ class EnhancementModule(pl.LightningModule):
         self.config = config
         self.loss_fn = loss_fn
         self.lr, self.ema_decay, self.seed = lr, ema_decay, seed
-        self.lr_final, self.max_steps = lr_final, max_steps
+        self.lr_final = lr_final  # None: constant lr; else cosine to it at the trainer's max_steps
         self.metadata = dict(metadata or {})
         self.spectrogram = Spectrogram(config.spec)
         self._sums: torch.Tensor | None = None  # validation sums and counts, see _accumulate
@@ -118,7 +116,8 @@ class EnhancementModule(pl.LightningModule):
         optimizer = torch.optim.Adam(params, lr=self.lr)
         if self.lr_final is None:
             return optimizer
-        factor = partial(cosine_factor, final=self.lr_final / self.lr, steps=self.max_steps)
+        steps = self.trainer.max_steps
+        factor = partial(cosine_factor, final=self.lr_final / self.lr, steps=steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,17 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     return found
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def cmd_enhance(args: argparse.Namespace) -> int:
     from .audio import AudioError, read_audio, write_audio
     from .enhance import Enhancer
@@ -76,7 +88,9 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                     source, f"output {target} would overwrite an input; choose another -o"
                 )
             audio, rate = read_audio(source)
-            enhanced = enhancer(audio, rate, seed=args.seed, **overrides)
+            enhanced = enhancer(
+                audio, rate, seed=args.seed, atten_lim_db=args.atten_lim_db, **overrides
+            )
             write_audio(target, enhanced, rate)
             audio_seconds += audio.shape[-1] / rate
         except AudioError as err:
@@ -159,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fp32", "bf16"),
         default="fp32",
         help="bf16: networks under autocast (for GPUs with bf16; very slow on most CPUs)",
+    )
+    enhance.add_argument(
+        "--atten-lim-db",
+        type=positive_float,
+        help="attenuate the input by at most this many dB: mixes it back in (default: no limit)",
     )
     enhance.add_argument("--json", action="store_true", help="print the summary as JSON")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,6 +35,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.audio import read_audio, resample, write_audio
+from audiodiff.cli import positive_float
 from audiodiff.enhance import PRECISIONS
 from audiodiff.evaluate import (
     DNSMOS,
@@ -157,9 +158,10 @@ def audiodiff_systems(
     seed: int,
     device: str = "cpu",
     precision: str = "fp32",
+    atten_limits: list[float | None] = (None,),
 ):
-    """{name: enhance} for each mode spec the model runs; ``steps``: one value or one per mode
-    (a spec's own ``@N`` wins)."""
+    """{name: enhance} for each mode spec the model runs, and each attenuation limit (None: no
+    limit); ``steps``: one value or one per mode (a spec's own ``@N`` wins)."""
     from audiodiff.config import MODES
     from audiodiff.enhance import Enhancer
 
@@ -184,7 +186,11 @@ def audiodiff_systems(
             if settings.method == "pc" and settings.corrector_steps:
                 name = f"{name[:-1]}, C={settings.corrector_steps})"
         name += "" if precision == "fp32" else f" {precision}"
-        systems[name] = lambda a, r, o=overrides: enhancer(a, r, seed=seed, **o)
+        for limit in atten_limits:
+            suffix = "" if limit is None else f", atten. limit {limit:g} dB"
+            systems[name + suffix] = lambda a, r, o=overrides, lim=limit: enhancer(
+                a, r, seed=seed, atten_lim_db=lim, **o
+            )
     return systems
 
 
@@ -339,6 +345,11 @@ def score_system(name, paths, ids, args, out_dir, with_dnsmos) -> tuple[dict, li
     return summary, rows
 
 
+def atten_limit(text: str) -> float | None:
+    """An ``--atten-lim-db`` item: a positive number of dB, or 'none'."""
+    return None if text.lower() == "none" else positive_float(text)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -355,6 +366,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="MODE[:METHOD][@N[/C]] each, e.g. predictive storm@5 score@30/1 score:ode_heun@10",
     )
     parser.add_argument("--steps", nargs="+", type=int, help="reverse steps: one, or one per mode")
+    parser.add_argument(
+        "--atten-lim-db",
+        nargs="+",
+        type=atten_limit,
+        default=[None],
+        help="audiodiff rows: one row per attenuation limit in dB ('none': no limit)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (audiodiff rows)")
     parser.add_argument(
@@ -376,7 +394,13 @@ def build_systems(args) -> dict[str, Enhance | None]:
     if args.model:
         systems.update(
             audiodiff_systems(
-                args.model, args.modes, args.steps, args.seed, args.device, args.precision
+                args.model,
+                args.modes,
+                args.steps,
+                args.seed,
+                args.device,
+                args.precision,
+                args.atten_lim_db,
             )
         )
     makers = {"noisereduce": noisereduce_system, "dfn3": dfn3_system}

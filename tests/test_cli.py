@@ -2,6 +2,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from audiodiff.cli import main
@@ -81,3 +82,22 @@ def test_refuses_to_overwrite_an_input(tmp_path, tiny_model_dir, capsys):
     )
     assert code == 1 and "overwrite" in capsys.readouterr().err
     assert (tmp_path / "a.wav").read_bytes() == before
+
+
+def test_attenuation_limit_option(tmp_path, capsys):
+    shutil.copy(DATA / "noisy" / "p287_001.wav", tmp_path / "a.wav")
+    common = ["--mode", "predictive", "--quiet"]  # the bundled model, one pass
+    source = str(tmp_path / "a.wav")
+    for out, extra in (("free", []), ("limited", ["--atten-lim-db", "6"])):
+        assert main(["enhance", source, "-o", str(tmp_path / out), *common, *extra]) == 0
+    noisy, _ = sf.read(str(tmp_path / "a.wav"))
+    free, _ = sf.read(str(tmp_path / "free" / "a.wav"))
+    limited, _ = sf.read(str(tmp_path / "limited" / "a.wav"))
+    keep = 10 ** (-6 / 20)
+    # both outputs are 16-bit PCM: within two quantisation steps of the closed form
+    assert np.abs(limited - (free + keep * (noisy - free))).max() <= 2 / 32768
+    assert np.abs(limited - free).max() > 100 / 32768
+    with pytest.raises(SystemExit) as exit_:
+        main(["enhance", source, "-o", str(tmp_path / "x"), "--atten-lim-db", "-1"])
+    assert exit_.value.code == 2
+    assert "--atten-lim-db: must be a positive number, got -1" in capsys.readouterr().err

@@ -76,3 +76,17 @@ def test_compare_runs_each_spec_and_scores_the_noisy_row_independently(
         assert (change["higher"], change["n"]) == (sum(d > 0 for d in deltas), len(ids))
         assert change["ci95_low"] <= change["mean"] <= change["ci95_high"]
     assert "## Paired change against the noisy input" in (out / "compare.md").read_text()
+
+
+def test_attenuation_limits_add_one_row_each(compare, tiny_model_dir):
+    assert compare.atten_limit("none") is None and compare.atten_limit("20") == 20.0
+    with pytest.raises(Exception, match="must be a positive number, got -3"):
+        compare.atten_limit("-3")
+    systems = compare.audiodiff_systems(
+        str(tiny_model_dir), ["score@1/0"], None, 0, atten_limits=[None, 20.0]
+    )
+    assert list(systems) == ["audiodiff score (N=1)", "audiodiff score (N=1), atten. limit 20 dB"]
+    noisy, rate = read_audio(PAIRS / "noisy" / "p287_001.wav")
+    free, limited = (enhance(noisy[:, :8000], rate) for enhance in systems.values())
+    expected = free + 0.1 * (noisy[:, :8000] - free)
+    assert abs(limited - expected).max() < 1e-6

@@ -4,6 +4,7 @@ import torch
 
 from audiodiff import Enhancer
 from audiodiff.audio import read_audio
+from audiodiff.enhance import limit_attenuation
 
 DATA = __import__("pathlib").Path(__file__).parent / "data" / "pairs"
 
@@ -157,3 +158,18 @@ def test_bf16_precision_runs_the_networks_under_autocast(noisy):
     assert 0 < error < 0.05, error  # changed by bf16 rounding, and only by that
     with pytest.raises(ValueError, match="precision"):
         Enhancer(model, config, device="cpu", precision="fp16")
+
+
+def test_attenuation_limit_mixes_the_input_back_in(enhancer, noisy):
+    wave, rate = noisy
+    stereo = np.stack([wave, 0.5 * wave])
+    free = enhancer(stereo, rate, seed=0, steps=2)
+    limited = enhancer(stereo, rate, seed=0, steps=2, atten_lim_db=12.0)
+    keep = 10 ** (-12 / 20)
+    np.testing.assert_allclose(limited, free + keep * (stereo - free), atol=1e-6)
+    # an enhancer that removes everything leaves the input exactly 12 dB down
+    silent = limit_attenuation(torch.zeros(100), torch.from_numpy(wave[:100]), 12.0)
+    np.testing.assert_allclose(20 * np.log10(np.abs(wave[:100]).sum() / silent.abs().sum()), 12)
+    for bad in (0.0, -3.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="atten_lim_db must be a positive number"):
+            enhancer(wave, rate, steps=1, atten_lim_db=bad)

@@ -298,8 +298,8 @@ def check_atten_lim(atten_lim_db: float | None) -> None:
         raise ValueError(f"atten_lim_db must be a positive number of dB, got {atten_lim_db!r}")
 
 
-def limit_attenuation(enhanced: torch.Tensor, noisy: torch.Tensor, atten_lim_db: float):
-    """Mix the input back in: ``enhanced + 10^(-L/20)·(noisy − enhanced)``.
+def limit_attenuation(enhanced, noisy, atten_lim_db: float):
+    """Mix the input back in: ``enhanced + 10^(-L/20)·(noisy − enhanced)`` (arrays or tensors).
 
     Where the enhancer removed everything, the output is the input attenuated by exactly L dB;
     where it recovered the clean speech, the noise is attenuated by L dB and the speech kept. A
@@ -307,7 +307,7 @@ def limit_attenuation(enhanced: torch.Tensor, noisy: torch.Tensor, atten_lim_db:
     """
     check_atten_lim(atten_lim_db)
     keep = 10.0 ** (-atten_lim_db / 20.0)
-    return enhanced + keep * (noisy.to(enhanced.dtype) - enhanced)
+    return enhanced + keep * (noisy - enhanced)
 
 
 def chunk_offsets(length: int, chunk: int, overlap: int) -> list[int]:

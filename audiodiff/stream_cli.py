@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import add_model_argument
+from .cli import add_model_argument, positive_float
 
 # = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion")
@@ -43,6 +43,11 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--block-frames", type=int, help="STFT frames per block (default 8)")
     p.add_argument("--lookahead-frames", type=int, help="future frames a block waits for (4)")
     p.add_argument("--context-frames", type=int, default=16, help="past frames the net sees")
+    p.add_argument(
+        "--atten-lim-db",
+        type=positive_float,
+        help="attenuate the input by at most this many dB: mixes it back in (default: no limit)",
+    )
     pace = p.add_mutually_exclusive_group()
     pace.add_argument(
         "--realtime", dest="realtime", action="store_true", default=True, help="pace file input"
@@ -98,6 +103,7 @@ def build_enhancer(args: argparse.Namespace):
         steps=steps,
         device=args.device,
         seed=args.seed,
+        atten_lim_db=args.atten_lim_db,
     )
 
 

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .enhance import enhance_spectrogram, pick_device
+from .enhance import check_atten_lim, enhance_spectrogram, limit_attenuation, pick_device
 from .models import StoRM, channels_to_complex, complex_to_channels
 from .nets.layers import ResnetBlockBigGAN
 from .sampling import time_grid
@@ -320,8 +320,9 @@ class RealtimeEnhancer:
 
     ``steps`` defaults to the model's sampler steps; ``seed`` makes the stochastic modes
     reproducible (the same input gives the same output). ``input_peak`` fixes the normalisation
-    peak (default: the running peak); ``clock`` times the blocks for ``stats``. Not thread-safe:
-    one per stream; the model may be shared between instances in different threads.
+    peak (default: the running peak); ``atten_lim_db`` mixes the input back in, as
+    :func:`~audiodiff.enhance.limit_attenuation`; ``clock`` times the blocks for ``stats``. Not
+    thread-safe: one per stream; the model may be shared between instances in different threads.
     """
 
     def __init__(
@@ -337,6 +338,7 @@ class RealtimeEnhancer:
         device: str | torch.device | None = "cpu",
         seed: int = 0,
         input_peak: float | None = None,
+        atten_lim_db: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ):
         if block_frames < 1 or context_frames < 0 or lookahead_frames < 0:
@@ -357,7 +359,9 @@ class RealtimeEnhancer:
         span = context_frames + self.buffer_blocks * block_frames + lookahead_frames
         multiple = _frame_multiple(self.model)
         self.window_frames = -(-span // multiple) * multiple
+        check_atten_lim(atten_lim_db)
         self.seed, self.input_peak, self._clock = seed, input_peak, clock
+        self.atten_lim_db = atten_lim_db
         self.reset()
 
     @property
@@ -391,6 +395,7 @@ class RealtimeEnhancer:
         self._peak = 0.0  # running max |x| of the input so far
         self._peaks = np.zeros(0, np.float32)  # (n,): the running peak at each stored frame
         self._queue = np.zeros(self.latency_samples, np.float32)  # output not returned yet
+        self._dry = np.zeros(self.latency_samples, np.float32)  # input, as late as the output
         self._diffusion = None
         if self.mode == "diffusion":
             self._diffusion = _DiffusionBuffer(
@@ -412,6 +417,7 @@ class RealtimeEnhancer:
             self._add_frames(frames, self._running_peak(wave, frames.shape[-1]))
             self._num_samples += wave.size
             self._run_blocks(final=False)
+            self._dry = np.concatenate([self._dry, wave])
         return self._take(wave.size)
 
     def _running_peak(self, wave: np.ndarray, count: int) -> np.ndarray:
@@ -435,6 +441,7 @@ class RealtimeEnhancer:
         out = np.zeros(self.latency_samples, np.float32)
         available = self._queue[: self.latency_samples]
         out[: available.shape[0]] = available
+        out = self._limited(out, self._dry[: self.latency_samples])
         self.reset()
         self.stats = stats  # keep the finished stream's figures readable
         return out
@@ -443,7 +450,13 @@ class RealtimeEnhancer:
         if self._queue.shape[0] < n:  # cannot happen: latency_samples bounds every wait
             raise RuntimeError("the stream fell behind its documented latency")
         out, self._queue = self._queue[:n], self._queue[n:]
-        return out
+        dry, self._dry = self._dry[:n], self._dry[n:]
+        return self._limited(out, dry)
+
+    def _limited(self, out: np.ndarray, dry: np.ndarray) -> np.ndarray:
+        if self.atten_lim_db is None:
+            return out
+        return limit_attenuation(out, dry, self.atten_lim_db).astype(np.float32, copy=False)
 
     def _add_frames(self, frames: torch.Tensor, peaks: np.ndarray) -> None:
         """Append analysed frames (1, 1, F, k) and their running peaks (k,); drop old frames."""

@@ -296,6 +296,18 @@ def test_deterministic_under_a_seed(oracle, pair, mode):
     assert not np.allclose(first, run(4))
 
 
+def test_attenuation_limit_mixes_in_the_input_as_late_as_the_output(oracle, pair):
+    x = pair[1][:6000]
+    settings = {"mode": "predictive", "block_frames": 4}
+    free = stream(RealtimeEnhancer(*oracle, **settings), x)
+    limited = stream(RealtimeEnhancer(*oracle, **settings, atten_lim_db=9), x)
+    keep = 10 ** (-9 / 20)  # stream() realigns the output with the input, flushed tail included
+    np.testing.assert_allclose(limited, free + keep * (x - free), atol=1e-6)
+    assert np.abs(limited - free).max() > 1e-3
+    with pytest.raises(ValueError, match="atten_lim_db"):
+        RealtimeEnhancer(*oracle, mode="predictive", atten_lim_db=0)
+
+
 def test_per_frame_times_match_a_scalar_time_call():
     torch.manual_seed(2)
     score = build_model(storm_config()).eval().score
@@ -336,7 +348,7 @@ def test_stream_command_file_to_file(tmp_path, pair, capsys):
     import soundfile as sf
 
     from audiodiff.checkpoint import save_pretrained
-    from audiodiff.stream_cli import add_stream_parser
+    from audiodiff.stream_cli import add_stream_parser, build_enhancer
 
     torch.manual_seed(0)
     model_dir = save_pretrained(build_model(storm_config()), storm_config(), tmp_path / "m")
@@ -355,6 +367,9 @@ def test_stream_command_file_to_file(tmp_path, pair, capsys):
     assert "RTF" in err and "late" in err and "latency 79.8 ms" in err
     enhanced, rate = sf.read(out)
     assert rate == 16000 and enhanced.shape == (8000,) and np.abs(enhanced).max() > 0
+    files = ["--input", "a.wav", "--output", "b.wav", "--atten-lim-db", "12"]
+    limited = parser.parse_args(["stream", "--model", str(model_dir), *files])
+    assert build_enhancer(limited).atten_lim_db == 12.0
     assert run("--input", "missing.wav", "--output", str(out)) == 2
     assert "missing.wav" in capsys.readouterr().err
     try:

@@ -269,6 +269,8 @@ def summary_markdown(summary: dict, title: str = "audiodiff eval") -> str:
         "| metric | enhanced | noisy input | Δ enhanced − noisy | n |",
         "|---|---|---|---|---|",
     ]
+    for metric, reason in summary.get("metrics_skipped", {}).items():
+        lines.insert(3, f"{metric} was not computed: {reason}.")
     for m in (*METRICS, *DNSMOS, "input_snr"):
         if m not in metrics:
             continue
@@ -279,11 +281,23 @@ def summary_markdown(summary: dict, title: str = "audiodiff eval") -> str:
             f"| {LABELS[m]} | {_cell(enhanced, digits)} | {_cell(noisy, digits)} | "
             f"{_cell(deltas.get(m), digits)} | {metrics[m]['n']} |"
         )
+    if summary.get("spectrograms"):
+        lines += [
+            "",
+            f"spectrograms.png shows {', '.join(summary['spectrograms'])}: {EXAMPLES_RULE}.",
+        ]
     if summary["skipped"]:
         lines += ["", "## Skipped", "", *(f"- {line}" for line in summary["skipped"])]
     if summary["notes"]:
         lines += ["", "## Notes", "", *(f"- {line}" for line in summary["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def dnsmos_skip_reason(asked: bool) -> str:
+    """Why DNSMOS is missing from a report, in words a user can act on."""
+    if asked:
+        return "--no-dnsmos was given"
+    return "speechmos and onnxruntime are not installed (pip install 'audiodiff[eval]')"
 
 
 def _save_figure(figure, path: Path) -> None:
@@ -341,6 +355,9 @@ def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.n
     return 10 * np.log10(power.T + 1e-12)
 
 
+EXAMPLES_RULE = "the files of lowest, median and highest input SNR (or enhanced PESQ)"
+
+
 def example_pairs(rows: list[dict], pairs: list[Pair], count: int = 3) -> list[Pair]:
     """Three examples: lowest, median and highest input SNR (or enhanced PESQ without noisy)."""
     by_name = {p.name: p for p in pairs}
@@ -358,7 +375,11 @@ def plot_spectrograms(examples: list[Pair], path: Path, tolerance: float = 0.02)
         ["noisy", "enhanced", "clean"] if examples[0].noisy is not None else ["enhanced", "clean"]
     )
     figure, axes = plt.subplots(
-        len(examples), len(columns), figsize=(4 * len(columns), 2.6 * len(examples)), squeeze=False
+        len(examples),
+        len(columns),
+        figsize=(4 * len(columns) + 1, 2.6 * len(examples) + 0.4),
+        squeeze=False,
+        layout="constrained",
     )
     for ax_row, pair in zip(axes, examples):
         signals, rate = _load_pair(pair, tolerance)  # clean, enhanced[, noisy]
@@ -368,7 +389,7 @@ def plot_spectrograms(examples: list[Pair], path: Path, tolerance: float = 0.02)
         for ax, name in zip(ax_row, columns):
             seconds = by_name[name].shape[-1] / rate
             extent = (0.0, seconds, 0.0, rate / 2000)
-            ax.imshow(
+            image = ax.imshow(
                 specs[name],
                 origin="lower",
                 aspect="auto",
@@ -379,9 +400,19 @@ def plot_spectrograms(examples: list[Pair], path: Path, tolerance: float = 0.02)
             )
             ax.set_title(f"{pair.name}: {name}", fontsize=9)
             ax.set_xlabel("time (s)")
-            ax.set_ylabel("kHz")
-    figure.tight_layout()
+            ax.set_ylabel("frequency (kHz)")
+        figure.colorbar(image, ax=list(ax_row), label="power (dB)", pad=0.01)
+    figure.suptitle(f"{', '.join(p.name for p in examples)}: {EXAMPLES_RULE}", fontsize=10)
     _save_figure(figure, path)
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("note: matplotlib is not installed, so no plots (pip install 'audiodiff[eval]')")
+        return False
+    return True
 
 
 def write_report(
@@ -396,23 +427,24 @@ def write_report(
     """Write per_file.csv, summary.json, summary.md and the PNG plots; returns the paths."""
     out_dir = Path(out_dir)
     written = [out_dir / "per_file.csv", out_dir / "summary.json", out_dir / "summary.md"]
+    plots = plots and bool(rows) and _has_matplotlib()
+    examples = example_pairs(rows, pairs) if plots else []
+    if examples:
+        summary = {**summary, "spectrograms": [p.name for p in examples]}
     write_text(written[0], per_file_csv(rows))
     write_text(written[1], json.dumps(json_safe(summary), indent=2) + "\n")
     write_text(written[2], summary_markdown(summary, title))
-    if not plots or not rows:
+    if not plots:
         return written
-    try:
-        import matplotlib
-    except ImportError:
-        print("note: matplotlib is not installed, so no plots (pip install 'audiodiff[eval]')")
-        return written
+    import matplotlib
+
     matplotlib.use("Agg")
     plot_distributions(rows, out_dir / "distributions.png")
     written.append(out_dir / "distributions.png")
     if "input_snr" in rows[0]:
         plot_improvement(rows, out_dir / "improvement_vs_snr.png")
         written.append(out_dir / "improvement_vs_snr.png")
-    plot_spectrograms(example_pairs(rows, pairs), out_dir / "spectrograms.png")
+    plot_spectrograms(examples, out_dir / "spectrograms.png")
     written.append(out_dir / "spectrograms.png")
     return written
 
@@ -478,6 +510,8 @@ def run_eval(args: argparse.Namespace) -> int:
     summary = summarise(rows, skipped, notes)
     summary["folders"] = {k: str(Path(v).resolve()) for k, v in folders.items() if v is not None}
     summary["dnsmos"] = with_dnsmos
+    if not with_dnsmos:
+        summary["metrics_skipped"] = {"DNSMOS": dnsmos_skip_reason(args.no_dnsmos)}
     write_report(out_dir, rows, summary, scored, plots=not args.no_plots)
     print(summary_markdown(summary), end="")
     print(f"report written to {out_dir}")

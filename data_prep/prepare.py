@@ -1,7 +1,8 @@
 """Build or check a paired layout ``BASE/{train,valid,test}/{clean,noisy}/*.wav``.
 
 Build:  python data_prep/prepare.py --clean DIR --noisy DIR --out BASE [--valid-fraction 0.1]
-            [--test-fraction 0] [--sample-rate 16000] [--multichannel mixdown|reject]
+            [--test-fraction 0 | --subset train|valid|test] [--sample-rate 16000]
+            [--multichannel mixdown|reject]
             [--split-by file|speaker] [--seed 0]
 Check:  python data_prep/prepare.py --check BASE [--sample-rate 16000]
 
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--multichannel", choices=("mixdown", "reject"), default="mixdown")
     p.add_argument("--split-by", choices=("file", "speaker"), default="file")
+    p.add_argument(
+        "--subset",
+        choices=SUBSETS,
+        help="put every pair into this subset, no split (e.g. test for an official test set)",
+    )
     p.add_argument("--subtype", default="PCM_16", help="WAV subtype: PCM_16, PCM_24 or FLOAT")
     p.add_argument("--skip-bad", action="store_true", help="write the good pairs anyway")
     p.add_argument("--seed", type=int, default=0)
@@ -173,9 +179,12 @@ def build(args) -> int:
         print(f"{len(problems)} problem(s); nothing written (--skip-bad writes the rest)")
         return 1
     try:
-        subset_of = split_names(
-            list(pairs), args.valid_fraction, args.test_fraction, args.seed, args.split_by
-        )
+        if args.subset:
+            subset_of = dict.fromkeys(pairs, args.subset)
+        else:
+            subset_of = split_names(
+                list(pairs), args.valid_fraction, args.test_fraction, args.seed, args.split_by
+            )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Side-by-side quality comparison: audiodiff's modes and offline peers on clean/noisy pairs.
 
-    python eval/compare.py --pairs ../shared/data/vbdmd_test16k --subset eval50 \
+    python eval/compare.py --pairs data/vbdmd16k/test --subset eval50 \
         [--model DIR_OR_NAME] [--modes storm predictive score@30 score:ode_heun@10] \
         [--steps 5] \
         [--peers noisereduce dfn3] [--out runs/compare] [--jobs 1] [--no-dnsmos]
@@ -84,13 +84,33 @@ class Clock:
             self.cpu += time.process_time() - cpu
 
 
+EVAL50_FILE = Path(__file__).with_name("vbdmd_eval50.txt")
+
+
+def eval50_ids() -> list[str]:
+    """The 50 VoiceBank-DEMAND test-set stems of ``--subset eval50`` (``vbdmd_eval50.txt``)."""
+    lines = (line.strip() for line in EVAL50_FILE.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def subset_ids(pairs_dir: Path, subset: str, limit: int | None = None) -> list[str]:
-    """Stems of the .wav files in both clean/ and noisy/; ``eval50``: every second, sorted."""
+    """Sorted stems of the .wav pairs (in both clean/ and noisy/) of ``pairs_dir``.
+
+    ``eval50`` takes the stems listed in ``vbdmd_eval50.txt`` and needs every one of them, so the
+    subset is the same in a folder of the 100 pairs we scored and in the full 824-pair test set.
+    """
     clean = {p.stem for p in (pairs_dir / "clean").glob("*.wav")}
     ids = sorted(clean & {p.stem for p in (pairs_dir / "noisy").glob("*.wav")})
     if not ids:
-        raise SystemExit(f"error: no clean/noisy .wav pairs under {pairs_dir}")
-    ids = ids[::2] if subset == "eval50" else ids
+        raise SystemExit(f"error: {pairs_dir}: no clean/noisy .wav pairs")
+    if subset == "eval50":
+        missing = sorted(set(eval50_ids()) - set(ids))
+        if missing:
+            raise SystemExit(
+                f"error: {pairs_dir}: {len(missing)} of the eval50 pairs are missing "
+                f"(first: {missing[0]}); use --subset all for another set of pairs"
+            )
+        ids = eval50_ids()
     return ids[:limit] if limit else ids
 
 

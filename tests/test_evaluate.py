@@ -202,7 +202,13 @@ def test_eval_cli_end_to_end(tmp_path, capsys):
             (mean, low, high), abs=1e-5 if key != "estoi" else 0.03
         )
     assert summary["deltas_vs_noisy"]["pesq"]["mean"] == pytest.approx(0.0, abs=1e-12)
-    assert "PESQ-WB" in (out / "summary.md").read_text()
+    markdown = (out / "summary.md").read_text()
+    assert "PESQ-WB" in markdown
+    assert "DNSMOS was not computed: --no-dnsmos was given." in markdown
+    assert summary["metrics_skipped"] == {"DNSMOS": "--no-dnsmos was given"}
+    shown = summary["spectrograms"]  # the files the spectrogram figure shows, named in summary.md
+    assert len(shown) == 3 and set(shown) <= set(expected)
+    assert f"spectrograms.png shows {', '.join(shown)}" in markdown
     for png in ("distributions.png", "improvement_vs_snr.png", "spectrograms.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))

@@ -114,6 +114,15 @@ def test_prepare_splits_by_speaker(user_pairs, tmp_path):
     assert sum(s == {"valid"} for s in subsets.values()) == 1
 
 
+def test_prepare_subset_puts_every_pair_into_one_subset(user_pairs, tmp_path):
+    out = tmp_path / "official_test"
+    assert prepare.main(prepare_args(user_pairs, out, "--subset", "test")) == 0
+    rows = read_rows(out / "manifest.csv")
+    assert len(rows) == 7 and {r["subset"] for r in rows} == {"test"}
+    assert not (out / "train").exists()
+    assert check_pairs(out).ok
+
+
 @pytest.mark.parametrize(
     "damage,phrase",
     [

@@ -14,7 +14,9 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
+import logging
 import socket
 import sys
 import threading
@@ -34,6 +36,7 @@ MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
 WEB = Path(__file__).parent / "web"
 FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
 _SERVE_DEPS = "pip install 'audiodiff[serve]'"
+log = logging.getLogger("audiodiff.serve")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class ServeSettings:
     max_backlog_seconds: float = 5.0  # audio waiting to be processed beyond this is refused
     stats_interval: float = 0.5  # seconds between JSON stats messages
     workers: int = 4  # connections computing at the same time
+    model_name: str = ""  # shown by the page and in the log
 
 
 def _imports():
@@ -66,8 +70,11 @@ def _imports():
 class Session:
     """The state of one websocket connection: its format and its own RealtimeEnhancer."""
 
-    def __init__(self, websocket, model, config, settings: ServeSettings, limiter):
+    def __init__(self, websocket, model, config, settings: ServeSettings, limiter, client: int = 0):
         self.ws, self.model, self.config = websocket, model, config
+        self.client = client  # the id the log names this connection by
+        self.dropped = 0  # binary messages refused for overload
+        self.started = time.monotonic()
         self.settings, self.limiter = settings, limiter
         self.enhancer = None
         self.dtype = FORMATS["f32"]
@@ -83,6 +90,8 @@ class Session:
         backlog limit with an error (no reply) instead of letting the delay grow without end."""
         from starlette.websockets import WebSocketDisconnect
 
+        client = self.ws.client
+        log.info("client %d connected from %s", self.client, f"{client.host}:{client.port}")
         inbox: asyncio.Queue = asyncio.Queue()
         worker = asyncio.ensure_future(self.work(inbox))
         try:
@@ -96,6 +105,9 @@ class Session:
                     if self.backlog >= self.max_backlog:
                         behind = 1000 * self.backlog / self.config.spec.sample_rate
                         refusal = f"server overloaded: {behind:.0f} ms of audio waiting; dropped"
+                        if not self.dropped:
+                            log.warning("client %d overloaded: %s", self.client, refusal)
+                        self.dropped += 1
                         await self.error(refusal, chunk)
                         continue
                     samples = len(data) // self.dtype.itemsize
@@ -105,6 +117,20 @@ class Session:
             return
         finally:
             worker.cancel()
+            self.log_disconnect()
+
+    def log_disconnect(self) -> None:
+        rate = self.config.spec.sample_rate
+        late = self.enhancer.stats.late_blocks if self.enhancer is not None else 0
+        log.info(
+            "client %d disconnected after %.1f s: %.1f s of audio, %d late blocks, "
+            "%d messages dropped for overload",
+            self.client,
+            time.monotonic() - self.started,
+            self.received / rate,
+            late,
+            self.dropped,
+        )
 
     async def work(self, inbox: asyncio.Queue) -> None:
         """Process queued messages in order; a failure is reported and the stream goes on."""
@@ -243,8 +269,18 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
 
     mode = resolve_mode(config, settings.mode)
     settings = replace(settings, mode=mode)
-    probe = RealtimeEnhancer(model, config, mode=mode, steps=settings.steps, device=settings.device)
+    probe = RealtimeEnhancer(
+        model,
+        config,
+        mode=mode,
+        steps=settings.steps,
+        block_frames=settings.block_frames,
+        context_frames=settings.context_frames,
+        lookahead_frames=settings.lookahead_frames,
+        device=settings.device,
+    )
     limiter = anyio.CapacityLimiter(settings.workers)
+    clients = itertools.count(1)
 
     async def page(request):
         return FileResponse(WEB / "index.html", media_type="text/html")
@@ -253,7 +289,17 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
         return FileResponse(WEB / "worklet.js", media_type="text/javascript")
 
     async def health(request):
-        return JSONResponse({"mode": mode, "sample_rate": probe.sample_rate})
+        """What the page shows before Start: model, mode, rate and algorithmic latency."""
+        return JSONResponse(
+            {
+                "model": settings.model_name,
+                "mode": mode,
+                "sample_rate": probe.sample_rate,
+                "latency_ms": probe.latency_ms,
+                "block_frames": probe.block_frames,
+                "lookahead_frames": probe.lookahead_frames,
+            }
+        )
 
     async def websocket(ws):
         origin = ws.headers.get("origin")
@@ -261,7 +307,7 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
             await ws.close(code=1008)  # another site's page in the user's browser: refused
             return
         await ws.accept()
-        await Session(ws, model, config, settings, limiter).run()
+        await Session(ws, model, config, settings, limiter, next(clients)).run()
 
     routes = [
         Route("/", page),
@@ -269,7 +315,9 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
         Route("/health", health),
         WebSocketRoute("/ws", websocket),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.mode, app.state.latency_ms = mode, probe.latency_ms
+    return app
 
 
 @contextlib.contextmanager
@@ -338,15 +386,22 @@ def run_serve(args: argparse.Namespace) -> int:
         lookahead_frames=args.lookahead_frames,
         device=args.device,
         workers=args.workers,
+        model_name=str(args.model),
     )
     app = create_app(model, config, settings)
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     if not _is_loopback(args.host):
         print(
             f"warning: binding {args.host}: anyone who can reach it can use the server, and "
             "browsers only allow the microphone on https or localhost pages",
             file=sys.stderr,
         )
-    print(f"audiodiff serve: http://{args.host}:{args.port}/  (Ctrl-C stops)", file=sys.stderr)
+    print(
+        f"audiodiff serve: http://{args.host}:{args.port}/  model {args.model}, "
+        f"mode {app.state.mode}, latency {app.state.latency_ms:.1f} ms  (Ctrl-C stops)",
+        file=sys.stderr,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -2,13 +2,15 @@
 
 File input is paced in real time (a block is handed over when it would have been captured) unless
 ``--fast``; ``mic`` and ``speaker`` use the optional ``sounddevice`` package
-(``pip install 'audiodiff[stream]'``). A status line on stderr shows the real-time factor, the
-algorithmic latency and the late blocks (compute longer than the block lasts).
+(``pip install 'audiodiff[stream]'``). On a terminal a status line on stderr shows the real-time
+factor, the algorithmic latency and the late blocks (compute longer than the block lasts); at the
+end one summary line names the model and mode (``--json``: one JSON object on stdout instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import queue
 import sys
 import time
@@ -57,6 +59,7 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run_stream)
     return p
 
@@ -145,7 +148,10 @@ def mic_chunks(rate: int, size: int, duration: float | None) -> Iterator[np.ndar
             yield chunk
 
 
-def _status(rt, seconds: float, lag: float | None, final: bool = False) -> None:
+def _status(rt, seconds: float, lag: float | None) -> None:
+    """The live status line, redrawn in place; only on a terminal."""
+    if not sys.stderr.isatty():
+        return
     s = rt.stats.summary()
     behind = f"  behind {lag:.2f} s" if lag is not None else ""
     line = (
@@ -153,7 +159,41 @@ def _status(rt, seconds: float, lag: float | None, final: bool = False) -> None:
         f"p90 {s['rtf_p90']:.2f})  latency {s['latency_ms']:.1f} ms  "
         f"late {s['late_blocks']}/{s['blocks']} blocks{behind} "
     )
-    print(line, end="\n" if final else "", file=sys.stderr, flush=True)
+    print(line, end="", file=sys.stderr, flush=True)
+
+
+def stream_summary(rt, args, audio_seconds: float, cpu_seconds: float) -> dict:
+    """What ran and how fast: the figures of the final line and of ``--json``."""
+    s = rt.stats.summary()
+    seconds = max(audio_seconds, 1e-9)
+    return {
+        "model": str(args.model),
+        "mode": rt.mode,
+        "audio_seconds": audio_seconds,
+        "latency_ms": s["latency_ms"],
+        "block_frames": rt.block_frames,
+        "lookahead_frames": rt.lookahead_frames,
+        "rtf_wall": rt.stats.total_compute / seconds,
+        "rtf_cpu": cpu_seconds / seconds,
+        "rtf_p90": s["rtf_p90"],
+        "blocks": s["blocks"],
+        "late_blocks": s["late_blocks"],
+        "network_calls": s["network_calls"],
+    }
+
+
+def print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(
+        f"stream: {summary['audio_seconds']:.1f} s of audio, model {summary['model']}, "
+        f"mode {summary['mode']}, latency {summary['latency_ms']:.1f} ms, "
+        f"RTF {summary['rtf_wall']:.2f} (p90 {summary['rtf_p90']:.2f}), "
+        f"CPU RTF {summary['rtf_cpu']:.2f}, "
+        f"late blocks {summary['late_blocks']}/{summary['blocks']}",
+        file=sys.stderr,
+    )
 
 
 def _source(args, rt) -> tuple[Iterator[np.ndarray], int | None]:
@@ -190,6 +230,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     out = speaker(samplerate=rt.sample_rate, channels=1) if speaker else None
     pieces, pushed, shown, start = [], 0, 0.0, time.monotonic()
+    cpu_start = time.process_time()
     paced = args.realtime or args.input == "mic"
 
     def lag() -> float | None:  # how far the output is behind real time (paced input only)
@@ -211,14 +252,18 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finishing the stream", file=sys.stderr)
     tail = rt.flush()
-    _status(rt, pushed / rt.sample_rate, lag(), final=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # end the live status line
+    summary = stream_summary(rt, args, pushed / rt.sample_rate, time.process_time() - cpu_start)
     if out is not None:
         out.write(tail[:, None])
         out.stop()
         out.close()
+        print_summary(summary, args.json)
         return 0
     wave = np.concatenate(pieces + [tail])[rt.latency_samples :]  # aligned with the input
     rate = file_rate or rt.sample_rate
     write_audio(args.output, resample(wave, rt.sample_rate, rate), rate)
     print(f"wrote {args.output}", file=sys.stderr)
+    print_summary(summary, args.json)
     return 0

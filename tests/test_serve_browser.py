@@ -61,7 +61,8 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
     frames = dict(block_frames=16, context_frames=8, lookahead_frames=2)
     offline = RealtimeEnhancer(model, config, mode="predictive", **frames)
     expected_rms = rms(np.concatenate([offline.push(noisy[0]), offline.flush()]))
-    app = create_app(model, config, ServeSettings(mode="predictive", **frames))
+    settings = ServeSettings(mode="predictive", model_name="tiny-test", **frames)
+    app = create_app(model, config, settings)
     with background_server(app) as url, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh --user-data-dir
@@ -72,6 +73,8 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
         try:
             page = context.new_page()
             page.goto(url)
+            page.wait_for_function("() => window.audiodiffStats.info !== null", timeout=30_000)
+            info = page.inner_text("#info")  # what will run, before Start
             page.click("#start")
             page.wait_for_function(
                 "() => window.audiodiffStats.receivedSamples >= 24000 "
@@ -82,6 +85,10 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
             page.click("#toggle")  # before/after switch works while streaming
             assert page.inner_text("#toggle") == "Hearing: original"
             readout = page.inner_text("#readout")
+            overload = '{"type": "error", "message": "server overloaded: 600 ms waiting; dropped"}'
+            page.evaluate(f"window.audiodiffPage.onServerText({overload!r})")
+            status = page.inner_text("#status"), page.get_attribute("#status", "class")
+            page.screenshot(path=os.environ.get("AUDIODIFF_PAGE_SHOT", str(tmp_path / "page.png")))
         finally:
             context.close()
     assert stats["errors"] == []
@@ -93,3 +100,6 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
     # not silent: the (untrained, quiet) model's level, as an offline run of it gives
     assert 0.3 < stats["rms"] / expected_rms < 3, (stats["rms"], expected_rms)
     assert "algorithmic" in readout and "RTF" in readout
+    latency = 509 + (16 - 1 + 2) * 128  # samples: the STFT, then block - 1 + look-ahead hops
+    assert info.startswith("model tiny-test · mode predictive") and f"{latency / 16:.1f} ms" in info
+    assert status[0].startswith("OVERLOADED") and status[1] == "overloaded"  # a visible state

@@ -10,6 +10,7 @@ NCSN++ and must match an offline RealtimeEnhancer on their own input. All bounde
 import asyncio
 import importlib.util
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,7 +153,8 @@ class SlowIdentity(torch.nn.Module):
         return y
 
 
-def test_an_overloaded_server_sheds_audio_with_errors_and_keeps_the_connection():
+def test_an_overloaded_server_sheds_audio_with_errors_and_keeps_the_connection(caplog):
+    caplog.set_level(logging.INFO, logger="audiodiff.serve")
     micro = replace(PRESETS["ncsnpp_tiny"], in_channels=2, time_conditional=False)
     config = ModelConfig(kind="predictive", backbone=None, predictor=micro)
     settings = ServeSettings(mode="predictive", max_backlog_seconds=0.5)
@@ -165,3 +167,9 @@ def test_an_overloaded_server_sheds_audio_with_errors_and_keeps_the_connection()
     received = final["received_samples"]  # the refused chunks are missing, nothing else
     assert final["type"] == "end" and 0 < received <= len(signal) - 256 * len(errors)
     assert out.shape == (received + LATENCY,)
+    # the server's log names the client in its connect, overload and disconnect lines
+    lines = [r.getMessage() for r in caplog.records if r.name == "audiodiff.serve"]
+    assert lines[0].startswith("client 1 connected from 127.0.0.1:")
+    assert sum(line.startswith("client 1 overloaded: server overloaded") for line in lines) == 1
+    dropped = f"{len(errors)} messages dropped for overload"
+    assert lines[-1].startswith("client 1 disconnected after") and dropped in lines[-1]

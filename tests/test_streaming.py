@@ -9,6 +9,7 @@ look-ahead or breaks the synthesis scores far below offline (the shift control s
 much). The NCSN++ paths (windowing, padding, per-frame times) run on a micro network.
 """
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -364,7 +365,18 @@ def test_stream_command_file_to_file(tmp_path, pair, capsys):
     assert run("--input", str(tmp_path / "in.wav"), "--output", str(out), "--fast",
                "--mode", "predictive", "--latency-ms", "80") == 0  # fmt: skip
     err = capsys.readouterr().err
-    assert "RTF" in err and "late" in err and "latency 79.8 ms" in err
+    summary = [line for line in err.splitlines() if line.startswith("stream: ")]
+    assert len(summary) == 1, err  # one final line; no live "\r" status when stderr is no terminal
+    assert "\r" not in err and f"model {model_dir}, mode predictive" in summary[0]
+    assert "latency 79.8 ms" in summary[0] and "RTF" in summary[0] and "late blocks" in summary[0]
+    assert run("--input", str(tmp_path / "in.wav"), "--output", str(out), "--fast",
+               "--mode", "predictive", "--latency-ms", "80", "--json") == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    for key in ("latency_ms", "rtf_cpu", "rtf_wall", "late_blocks", "model", "mode"):
+        assert key in report, key
+    assert report["mode"] == "predictive" and report["latency_ms"] == pytest.approx(79.8, abs=0.1)
+    assert report["audio_seconds"] == pytest.approx(0.5) and report["rtf_cpu"] > 0
+    assert 0 <= report["late_blocks"] <= report["blocks"] and report["blocks"] > 0
     enhanced, rate = sf.read(out)
     assert rate == 16000 and enhanced.shape == (8000,) and np.abs(enhanced).max() > 0
     files = ["--input", "a.wav", "--output", "b.wav", "--atten-lim-db", "12"]

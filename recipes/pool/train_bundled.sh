@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bundled model (audiodiff/assets/models/storm-tiny-pool): the commands that trained it, in
-# order, each stage starting from an export of an earlier one. Run from the repository root, with
-# ../shared/data/train_pool on hand. On the 2-core CPU the seven stages took about 4 h 55 min
+# order, each stage starting from an export of an earlier one. Run from the repository root, with the
+# training pool in data/pool/{clean,noise,rir} (recipes/pool/README.md says how to build one from public
+# corpora; the bundled model's own pool is described there). On the 2-core CPU the seven stages took about 4 h 55 min
 # (steps/s in recipes/pool/README.md). Stages 1 and 3 were stopped by hand; their learning rate is
 # constant and each batch depends on the step alone, so max_steps=N gives the same weights.
 set -euo pipefail

@@ -178,7 +178,10 @@ def evaluate_pairs(
     from tqdm import tqdm
 
     work = partial(evaluate_pair, tolerance=tolerance, with_dnsmos=with_dnsmos)
-    bar = partial(tqdm, total=len(pairs), desc="eval", unit="file", disable=not progress)
+    # disable=None: a bar only on a terminal, so logs and pipes get no carriage-return updates
+    bar = partial(
+        tqdm, total=len(pairs), desc="eval", unit="file", disable=None if progress else True
+    )
     if jobs <= 1 or len(pairs) <= 1:
         return list(bar(map(work, pairs)))
     with ProcessPoolExecutor(min(jobs, len(pairs)), mp_context=get_context("spawn")) as pool:

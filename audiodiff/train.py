@@ -190,7 +190,7 @@ def build_trainer(recipe: Recipe, callbacks: list, checkpoint_dir: Path):
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # the samplers shard by rank themselves
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=t.progress_bar and sys.stderr.isatty(),  # no bar in logs and pipes
         default_root_dir=recipe.output,
     )
 

@@ -226,7 +226,7 @@ def run_system(
 
     paths, own_clock = [], getattr(enhance, "clock", None)
     clock = own_clock or Clock()
-    for name in tqdm(ids, desc=out_dir.parent.name, unit="file", disable=quiet):
+    for name in tqdm(ids, desc=out_dir.parent.name, unit="file", disable=True if quiet else None):
         noisy, rate = read_audio(pairs_dir / "noisy" / f"{name}.wav")
         with clock.timing() if own_clock is None else nullcontext():
             enhanced = np.stack([enhance(channel, rate) for channel in noisy])

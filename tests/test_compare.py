@@ -90,3 +90,19 @@ def test_attenuation_limits_add_one_row_each(compare, tiny_model_dir):
     free, limited = (enhance(noisy[:, :8000], rate) for enhance in systems.values())
     expected = free + 0.1 * (noisy[:, :8000] - free)
     assert abs(limited - expected).max() < 1e-6
+
+
+def test_eval50_is_a_fixed_list_that_a_folder_must_hold_whole(compare, tmp_path):
+    ids = compare.eval50_ids()
+    assert len(ids) == len(set(ids)) == 50 and ids == sorted(ids)
+    assert {i.split("_")[0] for i in ids} == {"p232", "p257"}  # the VB-DMD test speakers
+    for side in ("clean", "noisy"):  # a folder with all 50 and one more pair
+        for stem in [*ids, "p232_002"]:
+            (tmp_path / side).mkdir(exist_ok=True)
+            (tmp_path / side / f"{stem}.wav").touch()
+    assert compare.subset_ids(tmp_path, "eval50") == ids
+    assert compare.subset_ids(tmp_path, "all")[:2] == ["p232_001", "p232_002"]
+    (tmp_path / "noisy" / f"{ids[7]}.wav").unlink()
+    missing = f"1 of the eval50 pairs are missing \\(first: {ids[7]}\\)"
+    with pytest.raises(SystemExit, match=missing):
+        compare.subset_ids(tmp_path, "eval50")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -53,10 +54,10 @@ def load_lightning_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = F
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():
             raise InputError(path, f"not a PyTorch checkpoint ({_first_sentence(err)})") from None
-        found = [line.strip() for line in str(err).splitlines() if "Unsupported" in line]
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         raise InputError(
             path,
-            f"holds Python objects beyond tensors ({(found or ['weights-only load failed'])[0]})"
+            f"holds Python objects beyond tensors ({found[1] if found else 'not weights only'})"
             "; if you trust the file, pass --trust-pickle",
         ) from None
     except (EOFError, RuntimeError, KeyError, IndexError, ValueError, OSError) as err:

@@ -139,7 +139,7 @@ def add_steps_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps",
         type=positive_int,
-        help="reverse diffusion steps N of the storm and score modes (default: the model's)",
+        help="reverse diffusion steps N of the sampling modes (default: the model's)",
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .cli_options import add_inference_options, non_negative_int, positive_float, positive_int
+from .errors import InputError
 
 # = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion")
@@ -71,12 +72,16 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    """The ``stream`` command; returns the exit status (2 for a one-line error)."""
+    """The ``stream`` command; returns the exit status: 2 for a bad option, 1 for an input or
+    model that cannot be used (each a one-line error)."""
     try:
         return _run(args)
     except StreamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except InputError as err:  # incl. AudioError: the input file or the model folder
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 def _frames(args, config, mode: str, steps: int) -> tuple[int, int]:
@@ -181,7 +186,7 @@ def _source(args, rt) -> tuple[Iterator[np.ndarray], int | None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .audio import AudioError, resample, write_audio
+    from .audio import resample, write_audio
 
     if args.output != "speaker" and Path(args.output).suffix.lower() not in (".wav", ".flac"):
         raise StreamError(f"--output {args.output}: a .wav/.flac file or 'speaker'")
@@ -191,7 +196,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         rt = build_enhancer(args)
         chunks, file_rate = _source(args, rt)
-    except (AudioError, FileNotFoundError, ValueError) as err:
+    except InputError:
+        raise
+    except (FileNotFoundError, ValueError) as err:  # settings the model cannot run with
         raise StreamError(str(err)) from None
     print(
         f"streaming {args.input} -> {args.output}: mode {rt.mode}, block {rt.block_frames} "

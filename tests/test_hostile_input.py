@@ -43,6 +43,8 @@ def write_inputs(folder: Path) -> None:
     nan = speech[: RATE // 4].copy()
     nan[10] = np.nan
     sf.write(str(folder / "nan.wav"), nan, rate, subtype="FLOAT")
+    loud = speech[: RATE // 4] * (2 / np.abs(speech[: RATE // 4]).max())  # peak 2.0
+    sf.write(str(folder / "loud.wav"), loud, rate, subtype="FLOAT")
     (folder / "text.ckpt").write_text("a text file, not a checkpoint\n" * 20)
     (folder / "empty.ckpt").write_bytes(b"")
     (folder / "folder.ckpt").mkdir()
@@ -135,6 +137,12 @@ ROWS = [
     ],
     ("eval-two-empty-folders", ["eval", "--clean", "{in}/clean", "--enhanced", "{in}/enhanced",
      "--out", "{out}", "--quiet"], 1, ["--enhanced", "no pairs"]),
+    ("stream-truncated-wav", ["stream", "--input", "{in}/truncated.wav", "--output",
+     "{out}/x.wav", "--fast", "--model", "{in}/model"], 1, ["truncated.wav", "truncated"]),
+    ("stream-beyond-full-scale", ["stream", "--input", "{in}/loud.wav", "--output",
+     "{out}/x.wav", "--fast", "--model", "{in}/model"], 1, ["loud.wav", "[-1, 1]"]),
+    ("stream-block-frames-zero", ["stream", "--input", "{in}/good.wav", "--output",
+     "{out}/x.wav", "--block-frames", "0"], 2, ["--block-frames", "0"]),
     # the cases that already passed
     ("missing-file", ["enhance", "{in}/missing.wav", "-o", "{out}", "--model", "{in}/model"],
      1, ["missing.wav", "no such file"]),

@@ -112,3 +112,17 @@ def test_a_list_as_format_is_a_json_error_not_a_type_error():
     app = create_app(None, tiny_storm_config(), ServeSettings(mode="passthrough"))
     with background_server(app) as url:
         asyncio.run(hello_list_then_a_good_stream(url.replace("http", "ws") + "/ws"))
+
+
+def test_stream_precision_bf16_runs_the_network_in_bf16_and_stays_close(micro):
+    model, config = micro
+    signal = speech(0.5)
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        rt = RealtimeEnhancer(model, config, mode="predictive", precision=precision, **FRAMES)
+        outs[precision] = np.concatenate([rt.push(signal), rt.flush()])
+    assert np.isfinite(outs["bf16"]).all() and not np.array_equal(outs["bf16"], outs["fp32"])
+    error = level_db(outs["bf16"] - outs["fp32"]) - level_db(outs["fp32"])
+    assert error < -20  # bf16 rounding: well below the signal
+    with pytest.raises(ValueError, match="precision"):
+        RealtimeEnhancer(model, config, mode="predictive", precision="fp8")

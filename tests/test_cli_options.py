@@ -79,7 +79,10 @@ def test_every_option_has_help_and_shows_its_default():
 
 
 def test_the_literal_lists_match_the_library():
+    from audiodiff import cli, enhance
+
     assert cli_options.PRECISIONS == PRECISIONS
+    assert cli.CROSSFADE_SECONDS == enhance.CROSSFADE_SECONDS
     assert set(BENCH_MODES) == set(cli_options.OFFLINE_MODES)
 
 

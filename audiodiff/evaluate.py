@@ -490,11 +490,8 @@ def run_eval(args: argparse.Namespace) -> int:
     summary["dnsmos"] = with_dnsmos
     if not rows:  # a run that scored nothing has failed, whatever the reason
         found = "no pairs of files" if not pairs else f"none of {len(pairs)} pairs"
-        print(
-            f"error: --enhanced {args.enhanced}: {found} could be scored against --clean "
-            f"{args.clean}; no report written",
-            file=sys.stderr,
-        )
+        where = f"--enhanced {args.enhanced}: {found} could be scored against --clean {args.clean}"
+        print(f"error: {where}; no report written", file=sys.stderr)
         return 1
     write_report(out_dir, rows, summary, scored, plots=not args.no_plots)
     print(summary_markdown(summary), end="")

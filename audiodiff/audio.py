@@ -7,26 +7,51 @@ soundfile's (frames, channels) layout is converted at this edge.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import InputError
 from .files import atomic_write
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """A file that cannot be used as audio. The message is one line and names the file."""
 
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+
+def wav_promised_frames(path: str | os.PathLike) -> int | None:
+    """The frames a RIFF/WAVE header's ``data`` chunk promises, or None (not a plain WAV, or a
+    streaming writer's placeholder size). Reads only the chunk headers."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"fmt ":
+                fmt = f.read(size + size % 2)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                continue
+            if name == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a file as a (channels, samples) float32 array and its rate; raise AudioError."""
+    """Read a file as a (channels, samples) float32 array and its rate; raise AudioError.
+
+    Refused, in one line naming the file: missing, a folder, empty, unreadable, no samples,
+    NaN/Inf samples, and a truncated file (fewer frames than its header promises).
+    """
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "no such file")
@@ -35,12 +60,18 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file")
     try:
+        promised = max(sf.info(str(path)).frames, wav_promised_frames(path) or 0)
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise AudioError(path, f"not a readable audio file ({reason})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "contains no samples")
+    if data.shape[0] < promised:
+        raise AudioError(
+            path,
+            f"truncated: its header promises {promised:,} frames, the file holds {data.shape[0]:,}",
+        )
     if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or Inf samples")
     return np.ascontiguousarray(data.T), int(sample_rate)  # (frames, C) -> (C, frames)

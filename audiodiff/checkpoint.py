@@ -17,6 +17,7 @@ from torch import nn
 
 from . import DEFAULT_MODEL, __version__
 from .config import ModelConfig
+from .errors import InputError
 from .files import atomic_write
 from .models import PredictiveModel, ScoreModel, StoRM
 from .nets import build_backbone
@@ -26,6 +27,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 BUNDLED_DIR = Path(__file__).parent / "assets" / "models"
+
+
+class ModelNotFoundError(InputError, FileNotFoundError):
+    """``--model`` names neither a model folder nor a bundled model."""
 
 
 def build_model(config: ModelConfig) -> ScoreModel | PredictiveModel | StoRM:
@@ -56,9 +61,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Path:
     if (BUNDLED_DIR / str(name_or_path) / CONFIG_FILE).is_file():
         return BUNDLED_DIR / str(name_or_path)
     known = ", ".join(bundled_models()) or "none"
-    raise FileNotFoundError(
-        f"{name_or_path}: not a model folder (no {CONFIG_FILE}) and not a bundled model "
-        f"(bundled: {known})"
+    raise ModelNotFoundError(
+        name_or_path,
+        f"not a model folder (no {CONFIG_FILE}) and not a bundled model (bundled: {known})",
     )
 
 
@@ -91,22 +96,58 @@ def save_pretrained(
 
 
 def load_config(directory: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a checkpoint folder (or bundled name); InputError naming config.json."""
     path = resolve_model_dir(directory) / CONFIG_FILE
     try:
         document = json.loads(path.read_text())
         return ModelConfig.from_dict(document["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: invalid model config ({err})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
+        raise InputError(path, f"invalid model config ({err})") from None
+
+
+def load_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """``model.safetensors`` of a folder as float32 tensors; InputError if missing or corrupt."""
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise InputError(path, "missing: a model folder holds config.json and model.safetensors")
+    try:
+        weights = safetensors.torch.load_file(str(path), device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(path, f"corrupt or truncated weights file ({reason})") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+
+
+def check_weights_fit(model: nn.Module, weights: dict[str, torch.Tensor], directory: Path) -> None:
+    """InputError naming the first tensor whose name or shape the config does not build."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    where = f"{directory / WEIGHTS_FILE} does not fit {CONFIG_FILE}"
+    for key, value in weights.items():
+        if key not in expected:
+            raise InputError(where, f"tensor {key} is not in the model the config builds")
+        if tuple(value.shape) != expected[key]:
+            raise InputError(
+                where,
+                f"tensor {key} has shape {tuple(value.shape)}, the config builds {expected[key]}",
+            )
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        raise InputError(where, f"tensor {missing[0]} is missing ({len(missing)} missing)")
 
 
 def load_pretrained(
     name_or_path: str | os.PathLike = DEFAULT_MODEL, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, ModelConfig]:
-    """Rebuild a model from a checkpoint folder (or bundled name) in float32, in eval mode."""
+    """Rebuild a model from a checkpoint folder (or bundled name) in float32, in eval mode.
+
+    A missing folder, a broken ``config.json``, a missing or corrupt ``model.safetensors`` and
+    weights that do not fit the config raise :class:`~audiodiff.errors.InputError` (one line
+    naming the file and, for a mismatch, the first tensor).
+    """
     directory = resolve_model_dir(name_or_path)
     config = load_config(directory)
     model = build_model(config)
-    weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE), device="cpu")
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+    weights = load_weights(directory)
+    check_weights_fit(model, weights, directory)
     model.load_state_dict(weights, strict=True)
     return model.to(device).eval(), config

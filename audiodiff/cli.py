@@ -1,29 +1,42 @@
-"""Command line: ``audiodiff enhance|train|export|convert|demo|...``."""
+"""Command line: ``audiodiff enhance|train|export|convert|demo|...``.
+
+Every command reports an expected failure as one line, ``error: <file or option>: <problem>``,
+and exits with 2 for a bad option (:class:`~audiodiff.errors.UsageError`, parse errors), 1 for an
+input that cannot be used (:class:`~audiodiff.errors.InputError`), 130 on Ctrl-C; ``--debug``
+shows the traceback instead. The shared options live in :mod:`audiodiff.cli_options`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import glob
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import DEFAULT_MODEL
+from .cli_options import (
+    OFFLINE_MODES,
+    Parser,
+    add_debug_option,
+    add_inference_options,
+    add_model_option,
+    add_threads_option,
+    apply_threads,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from .errors import EXIT_FAILED_INPUT, EXIT_INTERRUPTED, InputError
+
+__all__ = ["build_parser", "expand_inputs", "main", "positive_float"]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+CROSSFADE_SECONDS = 0.5  # = audiodiff.enhance.CROSSFADE_SECONDS: chunks need two of them
 
-
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """``--model NAME|DIR``, the bundled model by default (every command that enhances has it)."""
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
-    )
+add_model_argument = add_model_option  # the name other modules used before cli_options
 
 
 def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
@@ -41,17 +54,6 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
         else:
             found.append((path, Path(path.name)))  # a missing file is reported when it is read
     return found
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
@@ -132,57 +134,66 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.output), model=args.model, modes=tuple(args.modes) if args.modes else None)
+    run_demo(
+        Path(args.output),
+        model=args.model,
+        modes=tuple(args.modes) if args.modes else None,
+        device=args.device,
+        precision=args.precision,
+        atten_lim_db=args.atten_lim_db,
+        seed=args.seed,
+    )
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="audiodiff", description="Diffusion-based speech enhancement"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def chunk_seconds(text: str) -> float:
+    """argparse type for ``--chunk-seconds``: finite, and long enough for two cross-fades."""
+    value = positive_float(text)
+    if value < 2 * CROSSFADE_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {2 * CROSSFADE_SECONDS:g} (two {CROSSFADE_SECONDS:g} s cross-fades)"
+            f", got {text}"
+        )
+    return value
 
+
+def _enhance_parser(sub) -> None:
     enhance = sub.add_parser("enhance", help="enhance audio files")
     enhance.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or globs")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
-    add_model_argument(enhance)
+    add_inference_options(enhance)
     enhance.add_argument(
         "--sampler",
         choices=("pc", "ode_euler", "ode_heun"),
         help="reverse sampler (default: the model's)",
     )
-    enhance.add_argument("--steps", type=int, help="reverse steps N (default: the model's)")
-    enhance.add_argument("--corrector-steps", type=int, help="Langevin corrector steps per step")
-    enhance.add_argument("--snr", type=float, help="corrector step-size parameter r")
-    enhance.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    enhance.add_argument("--batch-size", type=int, default=8, help="signals per sampler batch")
-    enhance.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
+    enhance.add_argument(
+        "--corrector-steps",
+        type=non_negative_int,
+        help="Langevin corrector steps per reverse step (default: the model's)",
+    )
+    enhance.add_argument(
+        "--snr", type=positive_float, help="corrector step-size parameter r (default: the model's)"
+    )
+    enhance.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="signals per sampler batch (default: %(default)s)",
+    )
     enhance.add_argument(
         "--chunk-seconds",
-        type=float,
+        type=chunk_seconds,
         default=5.0,
-        help="long files run in chunks of this length, cross-faded over 0.5 s",
-    )
-    enhance.add_argument(
-        "--mode",
-        choices=("storm", "score", "predictive"),
-        help="inference mode (default: the model's)",
-    )
-    enhance.add_argument(
-        "--precision",
-        choices=("fp32", "bf16"),
-        default="fp32",
-        help="bf16: networks under autocast (for GPUs with bf16; very slow on most CPUs)",
-    )
-    enhance.add_argument(
-        "--atten-lim-db",
-        type=positive_float,
-        help="attenuate the input by at most this many dB: mixes it back in (default: no limit)",
+        help="long files run in chunks of this length, cross-faded over 0.5 s "
+        "(default: %(default)s)",
     )
     enhance.add_argument("--json", action="store_true", help="print the summary as JSON")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
     enhance.set_defaults(func=cmd_enhance)
 
+
+def _convert_parser(sub) -> None:
     convert = sub.add_parser("convert", help="convert an official SGMSE+ .ckpt to our model folder")
     convert.add_argument("checkpoint", help="the .ckpt file")
     convert.add_argument("-o", "--output", required=True, help="model folder to write")
@@ -194,41 +205,98 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(func=cmd_convert)
 
+
+def _demo_parser(sub) -> None:
+    from .cli_options import (
+        add_atten_lim_option,
+        add_device_option,
+        add_precision_option,
+        add_seed_option,
+    )
+
+    demo = sub.add_parser(
+        "demo", help="enhance the bundled example with the bundled model and score it"
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        default="outputs/demo",
+        help="where to write the results (default: %(default)s)",
+    )
+    add_model_option(demo)
+    demo.add_argument(
+        "--modes",
+        nargs="+",
+        choices=OFFLINE_MODES,
+        help="modes to run (default: the model's own, then predictive)",
+    )
+    add_device_option(demo)
+    add_threads_option(demo)
+    add_precision_option(demo)
+    add_atten_lim_option(demo)
+    add_seed_option(demo)
+    demo.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="audiodiff", description="Diffusion-based speech enhancement")
+    add_debug_option(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     from .bench import add_bench_parser
     from .evaluate import add_eval_parser
     from .serve import add_serve_parser
     from .stream_cli import add_stream_parser
     from .train import add_export_parser, add_train_parser
 
+    _enhance_parser(sub)
+    _convert_parser(sub)
     add_train_parser(sub)
     add_export_parser(sub)
     add_stream_parser(sub)
     add_serve_parser(sub)
     add_eval_parser(sub)
     add_bench_parser(sub)
-
-    demo = sub.add_parser(
-        "demo", help="enhance the bundled example with the bundled model and score it"
-    )
-    demo.add_argument("-o", "--output", default="outputs/demo", help="where to write the results")
-    add_model_argument(demo)
-    demo.add_argument(
-        "--modes",
-        nargs="+",
-        choices=("storm", "score", "predictive"),
-        help="modes to run (default: the model's own, then predictive)",
-    )
-    demo.set_defaults(func=cmd_demo)
+    _demo_parser(sub)
+    for command in sub.choices.values():
+        add_debug_option(command)
     return parser
 
 
+def describe_error(err: BaseException) -> tuple[str, int]:
+    """An exception -> (the one line after ``error: ``, the exit code)."""
+    first = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, InputError):  # incl. AudioError, UsageError
+        return first, err.exit_code
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or first}", EXIT_FAILED_INPUT
+    if isinstance(err, ValueError):  # a file, recipe or model the command could not use
+        return first, EXIT_FAILED_INPUT
+    return (
+        f"{type(err).__name__}: {first} (unexpected; --debug shows the traceback)",
+        EXIT_FAILED_INPUT,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``audiodiff COMMAND ...``; returns the exit code (a parse error exits with 2)."""
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
+        if getattr(args, "threads", None) is not None:
+            apply_threads(args.threads)
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"interrupted: audiodiff {args.command} stopped (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if debug:
+            raise
+        line, code = describe_error(err)
+        print(f"error: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -9,29 +9,64 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from .checkpoint import build_model, save_pretrained
 from .config import ModelConfig, SamplerConfig
+from .errors import InputError
 from .nets import NCSNppConfig, convert_reference_state_dict
 from .spec import SpecConfig
 
 DNN_PREFIX = "dnn."
 FOURIER_KEY = "all_modules.0.W"  # the reference's fixed Gaussian Fourier projection
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _first_sentence(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 def load_lightning_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict:
-    """Load a ``.ckpt``; only tensors and plain containers unless ``trust_pickle`` is given."""
+    """Load a ``.ckpt``; only tensors and plain containers unless ``trust_pickle`` is given.
+
+    Anything that is not a readable PyTorch checkpoint holding a dict (a folder, an empty or
+    text file, a wav, a truncated file) raises :class:`~audiodiff.errors.InputError` naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a checkpoint file (.ckpt)")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file, not a checkpoint")
+    head = path.read_bytes()[:4] if path.is_file() else b""
+    if not head.startswith((ZIP_MAGIC, b"\x80")):  # torch.save: a zip archive (or a pickle)
+        raise InputError(path, f"not a PyTorch checkpoint (it starts with {head!r})")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path}: holds Python objects beyond tensors ({str(err).splitlines()[0]}); "
-            "if you trust "
-            "the file, pass --trust-pickle"
+        if "weights only" not in str(err).lower():
+            raise InputError(path, f"not a PyTorch checkpoint ({_first_sentence(err)})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise InputError(
+            path,
+            f"holds Python objects beyond tensors ({found[1] if found else 'not weights only'})"
+            "; if you trust the file, pass --trust-pickle",
         ) from None
+    except (EOFError, RuntimeError, KeyError, IndexError, ValueError, OSError) as err:
+        raise InputError(
+            path, f"truncated or corrupt PyTorch checkpoint ({_first_sentence(err)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise InputError(path, f"holds a {type(state).__name__}, not a checkpoint dict")
+    return state
 
 
 def config_from_hparams(hp: dict) -> ModelConfig:

@@ -17,12 +17,19 @@ EXAMPLE_NAMES = ("p287_004.wav", "p287_005.wav", "p287_006.wav")
 
 
 def run_demo(
-    out_dir: Path, model: str = DEFAULT_MODEL, modes: tuple[str, ...] | None = None
+    out_dir: Path,
+    model: str = DEFAULT_MODEL,
+    modes: tuple[str, ...] | None = None,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    atten_lim_db: float | None = None,
+    seed: int = 0,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Enhance each bundled example in each mode (default: the model's own, then predictive),
     write the results into ``out_dir``, and print PESQ, ESTOI and SI-SDR against the clean
     references; returns ``{file: {"noisy": metrics, mode: metrics, ...}}``."""
-    enhancer = Enhancer.from_pretrained(model, device="cpu")
+    enhancer = Enhancer.from_pretrained(model, device=device, precision=precision)
     if modes is None:
         own = enhancer.config.sampler.mode or enhancer.config.default_mode
         modes = tuple(dict.fromkeys((own, "predictive")))
@@ -35,11 +42,11 @@ def run_demo(
         results[name] = {"noisy": compute_metrics(clean[0], noisy[0], rate)}
         for mode in modes:
             start = time.perf_counter()
-            enhanced = enhancer(noisy, rate, seed=0, mode=mode)
+            enhanced = enhancer(noisy, rate, seed=seed, mode=mode, atten_lim_db=atten_lim_db)
             wall[mode] += time.perf_counter() - start
             write_audio(out_dir / mode / name, enhanced, rate)
             results[name][mode] = compute_metrics(clean[0], enhanced[0], rate)
-    print(f"wrote {out_dir}/<mode>/<file>; real-time factor on this CPU: ", end="")
+    print(f"wrote {out_dir}/<mode>/<file>; real-time factor on {enhancer.device.type}: ", end="")
     print(", ".join(f"{mode} {wall[mode] / audio_seconds:.2f}" for mode in modes))
     print(f"\n{'against the clean reference':<34} {'PESQ':>6} {'ESTOI':>6} {'SI-SDR':>9}")
     for system in ("noisy", *modes):

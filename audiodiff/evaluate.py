@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import AudioError, read_audio
+from .cli_options import add_threads_option, non_negative_float, positive_int
 from .files import atomic_write
 from .metrics import DNSMOS_KEYS, METRICS, compute_metrics, dnsmos_available, input_snr, mean_ci95
 
@@ -467,13 +468,21 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", metavar="REPORT_DIR", help="report folder (default: <enhanced>_eval beside it)"
     )
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes (default: %(default)s)",
+    )
+    add_threads_option(parser)
     parser.add_argument(
         "--length-tolerance",
-        type=float,
+        type=non_negative_float,
         metavar="SECONDS",
         default=0.02,
-        help="seconds two paired files may differ in length (they are trimmed to the shorter)",
+        help="seconds two paired files may differ in length; they are trimmed to the shorter "
+        "(default: %(default)s)",
     )
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS even if installed")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
@@ -483,7 +492,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """``audiodiff eval``: exit 0 if every file was scored, 1 if some were skipped, 2 on misuse."""
+    """``audiodiff eval``: exit 0 if every file was scored, 1 if some were skipped or none was
+    scored (then no report is written), 2 on misuse."""
     folders = {"clean": args.clean, "enhanced": args.enhanced, "noisy": args.noisy}
     for label, folder in folders.items():
         if folder is not None and not Path(folder).is_dir():
@@ -515,6 +525,11 @@ def run_eval(args: argparse.Namespace) -> int:
     summary["dnsmos"] = with_dnsmos
     if not with_dnsmos:
         summary["metrics_skipped"] = {"DNSMOS": dnsmos_skip_reason(args.no_dnsmos)}
+    if not rows:  # a run that scored nothing has failed, whatever the reason
+        found = "no pairs of files" if not pairs else f"none of {len(pairs)} pairs"
+        where = f"--enhanced {args.enhanced}: {found} could be scored against --clean {args.clean}"
+        print(f"error: {where}; no report written", file=sys.stderr)
+        return 1
     write_report(out_dir, rows, summary, scored, plots=not args.no_plots)
     print(summary_markdown(summary), end="")
     print(f"report written to {out_dir}")

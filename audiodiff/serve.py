@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .cli import add_model_argument
+from .cli_options import add_inference_options, non_negative_int, positive_int
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
@@ -50,6 +50,8 @@ class ServeSettings:
     lookahead_frames: int = 4
     device: str = "cpu"
     seed: int = 0
+    precision: str = "fp32"
+    atten_lim_db: float | None = None
     max_frame_seconds: float = 1.0  # larger binary messages are refused
     max_backlog_seconds: float = 5.0  # audio waiting to be processed beyond this is refused
     stats_interval: float = 0.5  # seconds between JSON stats messages
@@ -174,7 +176,7 @@ class Session:
         from .streaming import RealtimeEnhancer
 
         fmt, rate = message.get("format", "f32"), message.get("sample_rate", 16000)
-        if fmt not in FORMATS:
+        if not isinstance(fmt, str) or fmt not in FORMATS:
             return await self.error(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
         if rate != self.config.spec.sample_rate:
             return await self.error(f"sample_rate must be {self.config.spec.sample_rate}")
@@ -189,6 +191,8 @@ class Session:
             lookahead_frames=s.lookahead_frames,
             device=s.device,
             seed=s.seed,
+            precision=s.precision,
+            atten_lim_db=s.atten_lim_db,
         )
         self.dtype, self.received, self.sent = FORMATS[fmt], 0, 0
         rt = self.enhancer
@@ -208,6 +212,8 @@ class Session:
 
     def decode(self, data: bytes) -> np.ndarray | str:
         """PCM bytes -> (n,) float32 in [-1, 1], or the reason they are refused."""
+        from .streaming import check_samples
+
         if self.enhancer is None:
             return "send a 'hello' message before audio"
         if len(data) % self.dtype.itemsize:
@@ -219,8 +225,10 @@ class Session:
         samples = np.frombuffer(data, self.dtype).astype(np.float32)
         if self.dtype.kind == "i":
             return samples / 32768.0
-        if not np.isfinite(samples).all():
-            return "samples must be finite (NaN or Inf received)"
+        try:  # NaN, Inf or beyond full scale: refused before it reaches the stream's state
+            check_samples(samples)
+        except ValueError as err:
+            return f"{err}; frame dropped, the stream goes on"
         return samples
 
     def encode(self, samples: np.ndarray) -> bytes:
@@ -348,17 +356,35 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
 def add_serve_parser(sub) -> argparse.ArgumentParser:
     """Register ``serve`` on an ``argparse`` sub-parser set; the handler is ``run_serve``."""
     p = sub.add_parser("serve", help="live enhancement server (websocket) with a web page")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
-    add_model_argument(p)
-    p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
-    p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
-    p.add_argument("--block-frames", type=int, default=8, help="STFT frames per block")
-    p.add_argument("--lookahead-frames", type=int, default=4)
-    p.add_argument("--context-frames", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=4, help="connections computing at once")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s, loopback)"
+    )
+    p.add_argument("--port", type=positive_int, default=8000, help="(default: %(default)s)")
+    add_inference_options(p, modes=MODES)
+    p.add_argument(
+        "--block-frames",
+        type=positive_int,
+        default=8,
+        help="STFT frames per block (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lookahead-frames",
+        type=non_negative_int,
+        default=4,
+        help="future frames a block waits for (default: %(default)s)",
+    )
+    p.add_argument(
+        "--context-frames",
+        type=non_negative_int,
+        default=16,
+        help="past frames the network sees (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=4,
+        help="connections computing at once (default: %(default)s)",
+    )
     p.set_defaults(func=run_serve)
     return p
 
@@ -370,14 +396,12 @@ def run_serve(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    import torch
     import uvicorn
 
     from .checkpoint import load_pretrained
+    from .enhance import pick_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, config = load_pretrained(args.model, device=args.device)
+    model, config = load_pretrained(args.model, device=pick_device(args.device))
     settings = ServeSettings(
         mode=args.mode,
         steps=args.steps,
@@ -385,6 +409,9 @@ def run_serve(args: argparse.Namespace) -> int:
         context_frames=args.context_frames,
         lookahead_frames=args.lookahead_frames,
         device=args.device,
+        seed=args.seed,
+        precision=args.precision,
+        atten_lim_db=args.atten_lim_db,
         workers=args.workers,
         model_name=str(args.model),
     )
@@ -486,4 +513,7 @@ if __name__ == "__main__":  # ``python -m audiodiff.serve --model DIR ...`` (as 
     _parser = argparse.ArgumentParser(prog="python -m audiodiff.serve")
     add_serve_parser(_parser.add_subparsers(dest="command"))
     _args = _parser.parse_args(["serve", *sys.argv[1:]])
+    from .cli_options import apply_threads
+
+    apply_threads(_args.threads)
     sys.exit(_args.func(_args))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import add_model_argument, positive_float
+from .cli_options import add_inference_options, non_negative_int, positive_float, positive_int
+from .errors import InputError
 
 # = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion")
@@ -36,41 +37,54 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="real-time (block-online) enhancement of a file or the mic")
     p.add_argument("--input", required=True, help="audio file, or 'mic'")
     p.add_argument("--output", required=True, help="audio file, or 'speaker'")
-    add_model_argument(p)
-    p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
-    p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
+    add_inference_options(p, modes=MODES)
     p.add_argument(
-        "--latency-ms", type=float, help="algorithmic latency to aim for: picks block/look-ahead"
-    )
-    p.add_argument("--block-frames", type=int, help="STFT frames per block (default 8)")
-    p.add_argument("--lookahead-frames", type=int, help="future frames a block waits for (4)")
-    p.add_argument("--context-frames", type=int, default=16, help="past frames the net sees")
-    p.add_argument(
-        "--atten-lim-db",
+        "--latency-ms",
         type=positive_float,
-        help="attenuate the input by at most this many dB: mixes it back in (default: no limit)",
+        help="algorithmic latency to aim for: picks block and look-ahead frames (default: none)",
+    )
+    p.add_argument("--block-frames", type=positive_int, help="STFT frames per block (default: 8)")
+    p.add_argument(
+        "--lookahead-frames",
+        type=non_negative_int,
+        help="future frames a block waits for (default: 4)",
+    )
+    p.add_argument(
+        "--context-frames",
+        type=non_negative_int,
+        default=16,
+        help="past frames the network sees (default: %(default)s)",
     )
     pace = p.add_mutually_exclusive_group()
     pace.add_argument(
-        "--realtime", dest="realtime", action="store_true", default=True, help="pace file input"
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=True,
+        help="pace file input like a live source (the default)",
     )
     pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as possible")
-    p.add_argument("--duration", type=float, help="stop after this many seconds (mic input)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        help="stop after this many seconds (mic input; default: until Ctrl-C)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run_stream)
     return p
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    """The ``stream`` command; returns the exit status (2 for a one-line error)."""
+    """The ``stream`` command; returns the exit status: 2 for a bad option, 1 for an input or
+    model that cannot be used (each a one-line error)."""
     try:
         return _run(args)
     except StreamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except InputError as err:  # incl. AudioError: the input file or the model folder
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 def _frames(args, config, mode: str, steps: int) -> tuple[int, int]:
@@ -85,13 +99,9 @@ def _frames(args, config, mode: str, steps: int) -> tuple[int, int]:
 
 def build_enhancer(args: argparse.Namespace):
     """Model + the RealtimeEnhancer the arguments describe."""
-    import torch
-
     from .checkpoint import load_pretrained
     from .streaming import RealtimeEnhancer, resolve_mode
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model, config = load_pretrained(args.model)
     mode = resolve_mode(config, args.mode)
     steps = args.steps if args.steps is not None else config.sampler.steps
@@ -107,6 +117,7 @@ def build_enhancer(args: argparse.Namespace):
         device=args.device,
         seed=args.seed,
         atten_lim_db=args.atten_lim_db,
+        precision=args.precision,
     )
 
 
@@ -198,11 +209,16 @@ def print_summary(summary: dict, as_json: bool) -> None:
 
 def _source(args, rt) -> tuple[Iterator[np.ndarray], int | None]:
     """The input chunks at the model's rate, and the input file's own rate (None for the mic)."""
-    from .audio import read_audio, resample
+    from .audio import AudioError, read_audio, resample
 
     if args.input == "mic":
         return mic_chunks(rt.sample_rate, rt.block_samples, args.duration), None
     audio, rate = read_audio(args.input)
+    peak = float(np.abs(audio).max())
+    if peak > 1.0:  # a float file beyond full scale: RealtimeEnhancer takes [-1, 1] only
+        raise AudioError(
+            args.input, f"samples reach {peak:.4g}, outside [-1, 1]: normalise the file first"
+        )
     if audio.shape[0] > 1:
         print(f"note: {args.input}: {audio.shape[0]} channels mixed down to mono", file=sys.stderr)
     wave = resample(audio.mean(axis=0), rate, rt.sample_rate)
@@ -210,7 +226,7 @@ def _source(args, rt) -> tuple[Iterator[np.ndarray], int | None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .audio import AudioError, resample, write_audio
+    from .audio import resample, write_audio
 
     if args.output != "speaker" and Path(args.output).suffix.lower() not in (".wav", ".flac"):
         raise StreamError(f"--output {args.output}: a .wav/.flac file or 'speaker'")
@@ -220,7 +236,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         rt = build_enhancer(args)
         chunks, file_rate = _source(args, rt)
-    except (AudioError, FileNotFoundError, ValueError) as err:
+    except InputError:
+        raise
+    except (FileNotFoundError, ValueError) as err:  # settings the model cannot run with
         raise StreamError(str(err)) from None
     print(
         f"streaming {args.input} -> {args.output}: mode {rt.mode}, block {rt.block_frames} "

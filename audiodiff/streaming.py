@@ -48,7 +48,13 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .enhance import check_atten_lim, enhance_spectrogram, limit_attenuation, pick_device
+from .enhance import (
+    PRECISIONS,
+    check_atten_lim,
+    enhance_spectrogram,
+    limit_attenuation,
+    pick_device,
+)
 from .models import StoRM, channels_to_complex, complex_to_channels
 from .nets.layers import ResnetBlockBigGAN
 from .sampling import time_grid
@@ -310,6 +316,15 @@ class _DiffusionBuffer:
 # The stream processor
 
 
+def check_samples(wave: np.ndarray) -> None:
+    """Refuse (n,) samples a stream must not take: NaN/Inf, or outside [-1, 1] (full scale)."""
+    if not np.isfinite(wave).all():
+        raise ValueError("samples must be finite (NaN or Inf received)")
+    peak = float(np.abs(wave).max(initial=0.0))
+    if peak > 1.0:
+        raise ValueError(f"samples must lie in [-1, 1] (full scale), got a peak of {peak:.6g}")
+
+
 class RealtimeEnhancer:
     """Block-online enhancement of one mono stream at the model's rate (see the module docstring).
 
@@ -321,7 +336,10 @@ class RealtimeEnhancer:
     ``steps`` defaults to the model's sampler steps; ``seed`` makes the stochastic modes
     reproducible (the same input gives the same output). ``input_peak`` fixes the normalisation
     peak (default: the running peak); ``atten_lim_db`` mixes the input back in, as
-    :func:`~audiodiff.enhance.limit_attenuation`; ``clock`` times the blocks for ``stats``. Not
+    :func:`~audiodiff.enhance.limit_attenuation`; ``precision="bf16"`` runs the networks under
+    autocast; ``clock`` times the blocks for ``stats``. A chunk with samples that are not finite
+    or lie outside [-1, 1] is refused (ValueError) before it touches the state, so the stream
+    goes on as if it had not been pushed. Not
     thread-safe: one per stream; the model may be shared between instances in different threads.
     """
 
@@ -339,12 +357,16 @@ class RealtimeEnhancer:
         seed: int = 0,
         input_peak: float | None = None,
         atten_lim_db: float | None = None,
+        precision: str = "fp32",
         clock: Callable[[], float] = time.perf_counter,
     ):
         if block_frames < 1 or context_frames < 0 or lookahead_frames < 0:
             raise ValueError("need block_frames >= 1, context_frames >= 0, lookahead_frames >= 0")
         self.mode = resolve_mode(config, mode)
         self.config, self.spec = config, config.spec
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.device = pick_device(device)
         self.model = model.to(self.device).eval() if model is not None else None
         if self.model is None and self.mode != "passthrough":
@@ -408,11 +430,13 @@ class RealtimeEnhancer:
         """(n,) float samples (numpy or torch) -> (n,) float32: the output ``latency_samples`` late.
 
         Output sample i is the enhanced input sample i - latency_samples (zeros before the start).
+        Raises ValueError, with the state untouched, for samples that are not finite or lie
+        outside [-1, 1]: one such value would otherwise set the running peak (the
+        normalisation of every later block) for the rest of the stream.
         """
         wave = np.asarray(samples, dtype=np.float32).reshape(-1)
         if wave.size:
-            if not np.isfinite(wave).all():
-                raise ValueError("samples must be finite")
+            check_samples(wave)  # before any state update
             frames = self.analyser.push(torch.from_numpy(wave)[None].to(self.device))
             self._add_frames(frames, self._running_peak(wave, frames.shape[-1]))
             self._num_samples += wave.size
@@ -499,7 +523,9 @@ class RealtimeEnhancer:
         window = self._store[..., max(lo, 0) : end - self._base]  # (3, F, <= W)
         window = F.pad(window, (max(-lo, 0), 0))  # (3, F, W), zeros before frame 0
         gain = self._gain(end)
-        with torch.inference_mode():
+        bf16 = self.precision == "bf16"  # the networks under autocast, the rest in float32
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        with torch.inference_mode(), autocast:
             if self._diffusion is not None:
                 enter = None if start is None else (start, stop)
                 window, done, calls = self._diffusion.hop(window, w0, enter, gain)

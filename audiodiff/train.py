@@ -22,6 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cli_options import add_threads_option, apply_threads
+
 if TYPE_CHECKING:  # imported lazily: the CLI builds its parser without torch
     from .training.recipe import Recipe
 
@@ -289,9 +291,10 @@ def export_checkpoint(
 
     from .checkpoint import build_model, save_pretrained
     from .config import ModelConfig, SamplerConfig
+    from .convert import load_lightning_checkpoint
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    info = state.get("audiodiff") if isinstance(state, dict) else None
+    state = load_lightning_checkpoint(checkpoint)  # one-line errors; never unpickles
+    info = state.get("audiodiff")
     if info is None:
         raise ValueError(f"{checkpoint}: not an audiodiff training checkpoint")
     config = ModelConfig.from_dict(info["model_config"])
@@ -326,6 +329,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--resume", action="store_true", help="continue OUTPUT/checkpoints/last.ckpt"
     )
     group.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint")
+    add_threads_option(parser)
     return parser
 
 
@@ -384,7 +388,9 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
 def main_train(argv: list[str] | None = None) -> int:
     """``audiodiff train`` as a function (raises on errors)."""
     parser = argparse.ArgumentParser(prog="audiodiff train", description="train from a recipe")
-    return cmd_train(_train_arguments(parser).parse_args(argv))
+    args = _train_arguments(parser).parse_args(argv)
+    apply_threads(args.threads)
+    return cmd_train(args)
 
 
 def main_export(argv: list[str] | None = None) -> int:

@@ -147,8 +147,8 @@ def test_parser_defaults_and_checks():
     assert quick.presets == ["ncsnpp_tiny"] and quick.repeats == 2 and not quick.reference
     with pytest.raises(ValueError, match="unknown presets"):
         bench.resolve(parse(["--presets", "nope"]))
-    with pytest.raises(ValueError):
-        bench.resolve(parse(["--batch-sizes", "0"]))
+    with pytest.raises(SystemExit):  # refused at parse time now (cli_options.positive_int)
+        parse(["--batch-sizes", "0"])
 
 
 def test_long_signals_chunked_unchunked_and_the_memory_guard(micro, monkeypatch):

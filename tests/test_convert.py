@@ -76,5 +76,5 @@ def test_non_ema_conversion_differs(tmp_path):
 def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.ckpt"
     torch.save({"weights": torch.zeros(1)}, bad)
-    assert main(["convert", str(bad), "-o", str(tmp_path / "x")]) == 2
+    assert main(["convert", str(bad), "-o", str(tmp_path / "x")]) == 1  # a failed input
     assert "bad.ckpt" in capsys.readouterr().err

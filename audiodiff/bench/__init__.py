@@ -24,6 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cli_options import (
+    add_device_option,
+    add_seed_option,
+    add_threads_option,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from .long import LONG_PRESET, long_rows
 from .measure import (
     EXTRA_PRESETS,
@@ -57,34 +65,38 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     """Add ``bench`` to an ``add_subparsers()`` object; it dispatches to :func:`run_bench`."""
     p = sub.add_parser("bench", help="time the inference paths (speed, RTF, memory)")
     add = p.add_argument
-    add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_option(p)
+    add_threads_option(p)
+    add_seed_option(p)
     add("--json", action="store_true", help="print one JSON document")
     add("--quick", action="store_true", help="the reduced CI form: tiny, 1 s, batch 1 and 2")
-    add("--presets", nargs="+", help="NCSN++ presets (default tiny, s; on CUDA also m, full)")
-    add("--modes", nargs="+", choices=MODES, default=list(MODES))
-    add("--methods", nargs="+", choices=METHODS, default=["pc"])
-    add("--batch-sizes", nargs="+", type=int, help="default 1 2 4 8 16 (quick: 1 2)")
-    add("--nfe", nargs="+", type=int, help="NFE per item (default: score 10, storm 6)")
-    add("--corrector-steps", type=int, default=1, help="corrector steps of the score mode's PC")
-    add("--seconds", type=float, help="audio seconds per item (default 2; quick 1)")
-    add("--repeats", type=int, help="timed runs after one warm-up (default 3; quick 1)")
+    add("--presets", nargs="+", help="NCSN++ presets (default: tiny, s; on CUDA also m, full)")
+    add("--modes", nargs="+", choices=MODES, default=list(MODES), help="(default: all)")
+    add("--methods", nargs="+", choices=METHODS, default=["pc"], help="(default: pc)")
+    add("--batch-sizes", nargs="+", type=positive_int,
+        help="items per batch (default: 1 2 4 8 16; quick: 1 2)")  # fmt: skip
+    add("--nfe", nargs="+", type=positive_int,
+        help="network calls per item (default: score 10, storm 6)")  # fmt: skip
+    add("--corrector-steps", type=non_negative_int, default=1,
+        help="corrector steps of the score mode's PC (default: %(default)s)")  # fmt: skip
+    add("--seconds", type=positive_float, help="audio seconds per item (default: 2; quick: 1)")
+    add("--repeats", type=positive_int,
+        help="timed runs after one warm-up (default: 3; quick: 1)")  # fmt: skip
     add("--reference", action=argparse.BooleanOptionalAction, default=True,
-        help="time the reference sgmse NCSN++ and PC sampler side by side")  # fmt: skip
+        help="time the sgmse NCSN++ and PC sampler beside ours (default: on)")  # fmt: skip
     add("--reference-preset", help="NCSN++ layout of the reference (default: the first preset)")
-    add("--reference-batch-sizes", nargs="+", type=int, default=[1])
+    add("--reference-batch-sizes", nargs="+", type=positive_int, default=[1],
+        help="(default: 1)")  # fmt: skip
     add("--bf16", action="store_true", help="also run every row with the network in bf16")
     add("--long", action="store_true", help="only the long-signal memory table")
-    add("--long-seconds", nargs="+", type=float, default=[10.0, 60.0, 600.0])
-    add("--threads", type=int, help="torch.set_num_threads before measuring")
-    add("--seed", type=int, default=0)
+    add("--long-seconds", nargs="+", type=positive_float, default=[10.0, 60.0, 600.0],
+        help="signal lengths of the --long table (default: 10 60 600)")  # fmt: skip
     p.set_defaults(func=run_bench)
     return p
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Command-line arguments -> a complete plan (defaults filled in, values checked)."""
-    import torch
-
     from ..enhance import pick_device
 
     plan = argparse.Namespace(**vars(args))
@@ -104,8 +116,6 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     counts = [*plan.batch_sizes, *plan.reference_batch_sizes, *(plan.nfe or []), plan.repeats]
     if min(counts) < 1 or plan.seconds <= 0 or plan.corrector_steps < 0:
         raise ValueError("batch sizes, NFE and repeats must be >= 1 and seconds > 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     return plan
 
 

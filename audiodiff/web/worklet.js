@@ -2,7 +2,7 @@
 //
 // 'audiodiff-capture': microphone (first channel) at the context rate -> 16 kHz mono Float32Array
 //   chunks of `chunk` samples posted to the main thread. Downsampling: two cascaded biquad
-//   low-passes at 0.45 x 16 kHz (anti-aliasing), then linear interpolation.
+//   low-passes at 0.45 x 16 kHz (anti-aliasing), clipped to [-1, 1], then linear interpolation.
 // 'audiodiff-player': 16 kHz chunks {enhanced, original} from the main thread -> the context rate
 //   (linear interpolation) after a short jitter buffer; {type: 'select', which} picks the stream
 //   heard (the before/after toggle), both stay in step so switching is instantaneous.
@@ -47,7 +47,7 @@ class Capture extends AudioWorkletProcessor {
     for (let i = 0; i < raw.length; i++) {
       let v = raw[i];
       for (const f of this.filters) v = filter(f, v);
-      x[i] = v;
+      x[i] = Math.max(-1, Math.min(1, v)); // the low-passes may overshoot full scale: the server refuses |x| > 1
     }
     while (this.pos < x.length - 1) {
       const i = Math.floor(this.pos);

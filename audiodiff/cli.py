@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(enhance)
     enhance.add_argument(
         "--sampler",
-        choices=("pc", "ode_euler", "ode_heun"),
+        choices=("pc", "ode_euler", "ode_heun", "sb_ode", "sb_sde"),
         help="reverse sampler (default: the model's)",
     )
     enhance.add_argument("--steps", type=int, help="reverse steps N (default: the model's)")
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enhance.add_argument(
         "--mode",
-        choices=("storm", "score", "predictive"),
+        choices=("storm", "score", "predictive", "bridge"),
         help="inference mode (default: the model's)",
     )
     enhance.add_argument(

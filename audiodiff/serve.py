@@ -29,7 +29,7 @@ import numpy as np
 from .cli import add_model_argument
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
-MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
+MODES = ("predictive", "storm", "score", "diffusion", "bridge", "passthrough")
 
 WEB = Path(__file__).parent / "web"
 FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}

@@ -19,8 +19,8 @@ import numpy as np
 
 from .cli import add_model_argument, positive_float
 
-# = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
-MODES = ("predictive", "storm", "score", "diffusion")
+# = audiodiff.streaming.MODES[:5] (a test checks it); literal so the CLI starts without torch
+MODES = ("predictive", "storm", "score", "diffusion", "bridge")
 
 LIVE = ("mic", "speaker")
 

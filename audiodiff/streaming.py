@@ -58,13 +58,14 @@ from .tensors import complex_randn
 __all__ = ["MODES", "RealtimeEnhancer", "StreamStats", "frame_score", "frames_for_latency"]
 __all__ += ["resolve_mode"]
 
-MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
+MODES = ("predictive", "storm", "score", "diffusion", "bridge", "passthrough")
 _NEEDS = {  # model kinds each mode runs on
     "predictive": ("predictive", "storm"),
     "storm": ("storm", "score"),
     "score": ("storm", "score"),
     "diffusion": ("storm", "score"),
-    "passthrough": ("predictive", "storm", "score"),
+    "bridge": ("bridge",),
+    "passthrough": ("predictive", "storm", "score", "bridge"),
 }
 
 
@@ -241,6 +242,8 @@ def _sampler_calls(settings) -> int:
     """Network evaluations of one run of the configured sampler."""
     if settings.method == "pc":
         return settings.steps * (1 + settings.corrector_steps)
+    if settings.method in ("sb_ode", "sb_sde"):
+        return settings.steps
     return settings.steps if settings.method == "ode_euler" else 2 * settings.steps - 1
 
 
@@ -361,7 +364,7 @@ class RealtimeEnhancer:
             raise ValueError(f"mode {self.mode!r} needs a model")
         sampler_steps = config.sampler.steps if steps is None else steps
         self.settings = replace(config.sampler, steps=sampler_steps)
-        if self.mode in ("storm", "score", "diffusion") and sampler_steps < 1:
+        if self.mode in ("storm", "score", "diffusion", "bridge") and sampler_steps < 1:
             raise ValueError(f"mode {self.mode!r} needs steps >= 1")
         self.block_frames, self.context_frames = block_frames, context_frames
         self.lookahead_frames = lookahead_frames
@@ -532,6 +535,7 @@ class RealtimeEnhancer:
         if self.mode == "predictive":
             return (self.model.predictor if storm else self.model)(y), 1
         sampler_mode = "storm" if self.mode == "storm" and storm else "score"
+        sampler_mode = "bridge" if self.mode == "bridge" else sampler_mode
         x = enhance_spectrogram(
             self.model, y, self.settings, sampler_mode, generator=self._generator
         )

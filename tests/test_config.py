@@ -92,3 +92,28 @@ def test_storm_models_train_with_score_matching_only():
     assert ModelConfig.from_dict(storm).kind == "storm"
     with pytest.raises(ValueError, match="storm"):
         ModelConfig.from_dict({**storm, "loss_type": "denoiser", "c_out": "1"})
+
+
+def test_bundled_model_loads_and_computes_exactly_as_before():
+    """The bundled folder (written before the parametrisation fields existed) gives the 2023
+    formula bit for bit: score = −DNN([x_t, y, Ŷ], t) with 1/t on the features."""
+    import torch
+
+    from audiodiff import DEFAULT_MODEL
+    from audiodiff.checkpoint import load_pretrained
+    from audiodiff.models import channels_to_complex, complex_to_channels
+
+    model, config = load_pretrained(DEFAULT_MODEL)
+    assert (config.network_scaling, config.c_out, config.loss_type) == (
+        "1/t",
+        "-1",
+        "score_matching",
+    )
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, config.spec.num_freqs, 16, dtype=torch.complex64, generator=gen)
+    cond = torch.randn(2, 2, config.spec.num_freqs, 16, dtype=torch.complex64, generator=gen)
+    t = torch.tensor([0.8, 0.2])
+    with torch.no_grad():
+        net_in = complex_to_channels(torch.cat([x, cond], dim=1))
+        before = -channels_to_complex(model.score.backbone(net_in, t, out_scale=1.0 / t))
+        assert torch.equal(model.score(x, cond, t), before)

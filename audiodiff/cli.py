@@ -164,7 +164,7 @@ def _enhance_parser(sub) -> None:
     add_inference_options(enhance)
     enhance.add_argument(
         "--sampler",
-        choices=("pc", "ode_euler", "ode_heun"),
+        choices=("pc", "ode_euler", "ode_heun", "sb_ode", "sb_sde"),
         help="reverse sampler (default: the model's)",
     )
     enhance.add_argument(

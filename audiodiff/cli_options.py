@@ -18,7 +18,7 @@ import re
 
 from . import DEFAULT_MODEL
 
-OFFLINE_MODES = ("storm", "score", "predictive")  # = audiodiff.enhance's modes
+OFFLINE_MODES = ("storm", "score", "predictive", "bridge")  # every mode of audiodiff.config.MODES
 PRECISIONS = ("fp32", "bf16")  # = audiodiff.enhance.PRECISIONS (a test checks it)
 MAX_AUTO_THREADS = 4  # more intra-op threads did not help the small CPU models (docs/cli.md)
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

@@ -15,7 +15,7 @@ import torch
 from . import DEFAULT_MODEL, sampling
 from .audio import resample
 from .checkpoint import load_pretrained
-from .config import MODES, ModelConfig, SamplerConfig
+from .config import MODES, SB_SAMPLERS, ModelConfig, SamplerConfig
 from .models import StoRM
 from .sampling import GeneratorArg
 from .spec import Spectrogram, num_frames
@@ -45,10 +45,21 @@ def run_sampler(
     lengths: torch.Tensor | None = None,
     generator: GeneratorArg = None,
 ) -> torch.Tensor:
-    """The configured reverse process for ``score_fn(x, mean_target, t)``, from the SDE's prior."""
+    """The configured reverse process for ``score_fn(x, mean_target, t)``, from the SDE's prior.
+
+    For ``sb_ode`` / ``sb_sde`` ``score_fn`` returns x̂0 (a bridge model): ``steps`` calls on
+    ``steps + 1`` grid times, the network told each step's target time, as sgmse's
+    ``get_sb_sampler``.
+    """
     device = mean_target.device
-    grid = sampling.time_grid(settings.steps, T=sde.T, t_eps=settings.t_eps, device=device)
     common = {"lengths": lengths, "generator": generator}
+    if settings.method in SB_SAMPLERS:
+        grid = sampling.time_grid(settings.steps + 1, T=sde.T, t_eps=settings.t_eps, device=device)
+        stochastic = settings.method == "sb_sde"
+        return sampling.sample_sb(
+            sde, score_fn, mean_target, grid, stochastic=stochastic, model_time="current", **common
+        )
+    grid = sampling.time_grid(settings.steps, T=sde.T, t_eps=settings.t_eps, device=device)
     if settings.method == "pc":
         predictor = PREDICTOR_STEPS[settings.predictor]
         return sampling.sample_pc(
@@ -76,16 +87,17 @@ def enhance_spectrogram(
     lengths: torch.Tensor | None = None,
     generator: GeneratorArg = None,
 ) -> torch.Tensor:
-    """Noisy compressed spectrograms y (B, 1, F, T) -> clean estimates, in one of three modes.
+    """Noisy compressed spectrograms y (B, 1, F, T) -> clean estimates, in one of four modes.
 
     ``predictive``: Ŷ in one pass. ``storm``: the diffusion regenerates from Ŷ (mean target Ŷ, score
     conditioned on [y, Ŷ]; zero steps return Ŷ). ``score``: SGMSE+ from y (a StoRM model's score
     network is then conditioned on [y, y], the task its ``score_task_prob`` training covers).
+    ``bridge``: the Schrödinger bridge from x_T = y, the network predicting x̂0 from [x_t, y].
     """
     if mode == "predictive" or (mode == "storm" and settings.steps == 0):
         return model.predictor(y) if isinstance(model, StoRM) else model(y)
     if settings.steps == 0:
-        raise ValueError("the score mode needs at least one reverse step")
+        raise ValueError(f"the {mode} mode needs at least one reverse step")
     if isinstance(model, StoRM):
         mean_target = model.predictor(y) if mode == "storm" else y
         cond = StoRM.condition(y, mean_target)

@@ -31,7 +31,7 @@ import numpy as np
 from .cli_options import add_inference_options, non_negative_int, positive_int
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
-MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
+MODES = ("predictive", "storm", "score", "diffusion", "bridge", "passthrough")
 
 WEB = Path(__file__).parent / "web"
 FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}

@@ -22,8 +22,8 @@ import numpy as np
 from .cli_options import add_inference_options, non_negative_int, positive_float, positive_int
 from .errors import InputError
 
-# = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
-MODES = ("predictive", "storm", "score", "diffusion")
+# = audiodiff.streaming.MODES[:5] (a test checks it); literal so the CLI starts without torch
+MODES = ("predictive", "storm", "score", "diffusion", "bridge")
 
 LIVE = ("mic", "speaker")
 

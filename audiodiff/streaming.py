@@ -64,13 +64,14 @@ from .tensors import complex_randn
 __all__ = ["MODES", "RealtimeEnhancer", "StreamStats", "frame_score", "frames_for_latency"]
 __all__ += ["resolve_mode"]
 
-MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
+MODES = ("predictive", "storm", "score", "diffusion", "bridge", "passthrough")
 _NEEDS = {  # model kinds each mode runs on
     "predictive": ("predictive", "storm"),
     "storm": ("storm", "score"),
     "score": ("storm", "score"),
     "diffusion": ("storm", "score"),
-    "passthrough": ("predictive", "storm", "score"),
+    "bridge": ("bridge",),
+    "passthrough": ("predictive", "storm", "score", "bridge"),
 }
 
 
@@ -124,14 +125,18 @@ def frame_score(
     x: (B, 1, F, T) complex, cond: (B, C, F, T) complex, t: (B, T) -> score (B, 1, F, T).
     A model with its own ``frame_score`` method is used as is. For a :class:`ScoreModel` over
     NCSN++, every residual block's time bias ``proj(temb(t))`` is computed per frame (averaged
-    over the frames a coarser level merges) and ``c_out(t)`` is applied per frame, exactly: the
-    final 1x1 projection is affine, W(c·h) + b = c·(Wh + b - b) + b. With a constant t this
-    equals ``score_model(x, cond, t[:, 0])`` up to rounding.
+    over the frames a coarser level merges) and the network scaling s(t) is applied per frame,
+    exactly: the final 1x1 projection is affine, W(c·h) + b = c·(Wh + b - b) + b. With a
+    constant t this equals ``score_model(x, cond, t[:, 0])`` up to rounding. Only the plain
+    score parametrisation (c_in 1, c_skip 0, c_out ±1) is supported.
     """
     if hasattr(score_model, "frame_score"):
         return score_model.frame_score(x, cond, t)
     backbone = getattr(score_model, "backbone", None)
-    if backbone is None or not _install_frame_time_hooks(backbone):
+    param = getattr(score_model, "param", None)
+    plain = param is not None and param.loss_type == "score_matching" and param.c_in == "1"
+    plain = plain and param.c_skip == "0" and param.c_out in ("1", "-1")
+    if not plain or backbone is None or not _install_frame_time_hooks(backbone):
         raise TypeError(f"{type(score_model).__name__} cannot take one diffusion time per frame")
     batch, frames = t.shape
     net_in = complex_to_channels(torch.cat([x, cond], dim=1))  # (B, 2(1 + C), F, T)
@@ -140,10 +145,16 @@ def frame_score(
         out = backbone(net_in, t.mean(dim=1))  # (B, 2, F, T); the global time bias is zeroed
     finally:
         _FRAME_TIME.temb = None
-    bias = backbone.output_proj.bias
-    bias = 0.0 if bias is None else bias[None, :, None, None]
-    scale = score_model.c_out(t.reshape(-1)).reshape(batch, 1, 1, frames)
-    return -channels_to_complex(scale * (out - bias) + bias)
+    scale = score_model.network_scale(t.reshape(-1))
+    if scale is not None:
+        scale = scale.reshape(batch, 1, 1, frames)
+        if backbone.config.out_scale_at == "output":
+            out = scale * out
+        else:
+            bias = backbone.output_proj.bias
+            bias = 0.0 if bias is None else bias[None, :, None, None]
+            out = scale * (out - bias) + bias
+    return -channels_to_complex(out) if param.c_out == "-1" else channels_to_complex(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +248,8 @@ def _sampler_calls(settings) -> int:
     """Network evaluations of one run of the configured sampler."""
     if settings.method == "pc":
         return settings.steps * (1 + settings.corrector_steps)
+    if settings.method in ("sb_ode", "sb_sde"):
+        return settings.steps
     return settings.steps if settings.method == "ode_euler" else 2 * settings.steps - 1
 
 
@@ -373,7 +386,7 @@ class RealtimeEnhancer:
             raise ValueError(f"mode {self.mode!r} needs a model")
         sampler_steps = config.sampler.steps if steps is None else steps
         self.settings = replace(config.sampler, steps=sampler_steps)
-        if self.mode in ("storm", "score", "diffusion") and sampler_steps < 1:
+        if self.mode in ("storm", "score", "diffusion", "bridge") and sampler_steps < 1:
             raise ValueError(f"mode {self.mode!r} needs steps >= 1")
         self.block_frames, self.context_frames = block_frames, context_frames
         self.lookahead_frames = lookahead_frames
@@ -548,6 +561,7 @@ class RealtimeEnhancer:
         if self.mode == "predictive":
             return (self.model.predictor if storm else self.model)(y), 1
         sampler_mode = "storm" if self.mode == "storm" and storm else "score"
+        sampler_mode = "bridge" if self.mode == "bridge" else sampler_mode
         x = enhance_spectrogram(
             self.model, y, self.settings, sampler_mode, generator=self._generator
         )

@@ -1,7 +1,7 @@
 """Side-by-side quality comparison: audiodiff's modes and offline peers on clean/noisy pairs.
 
     python eval/compare.py --pairs data/vbdmd16k/test --subset eval50 \
-        [--model DIR_OR_NAME] [--modes storm predictive score@30 score:ode_heun@10] \
+        [--model DIR_OR_NAME] [--modes storm predictive score@30 score:ode_heun@10 bridge@8] \
         [--steps 5] \
         [--peers noisereduce dfn3] [--out runs/compare] [--jobs 1] [--no-dnsmos]
 
@@ -146,15 +146,15 @@ def dfn3_system() -> Enhance:
 
 def parse_mode_spec(spec: str) -> dict:
     """``MODE[:METHOD][@N[/C]]`` -> sampler overrides, e.g. ``storm@3``, ``score:ode_heun@10``,
-    ``score@30/1`` (C: corrector steps per step)."""
-    from audiodiff.config import MODES, SAMPLERS
+    ``score@30/1`` (C: corrector steps per step), ``bridge:sb_sde@8`` (a bridge model)."""
+    from audiodiff.config import ALL_MODES, SAMPLERS
 
     head, _, steps = spec.partition("@")
     steps, slash, corrector = steps.partition("/")
     mode, _, method = head.partition(":")
-    if mode not in MODES["storm"] or (method and method not in SAMPLERS):
+    if mode not in ALL_MODES or (method and method not in SAMPLERS):
         raise SystemExit(
-            f"error: {spec!r}: expected MODE[:METHOD][@N], MODE in {MODES['storm']}, "
+            f"error: {spec!r}: expected MODE[:METHOD][@N], MODE in {ALL_MODES}, "
             f"METHOD in {SAMPLERS}"
         )
     overrides = {"mode": mode}
@@ -201,7 +201,7 @@ def audiodiff_systems(
         if mode == "predictive":
             name = "audiodiff predictive"
         else:
-            method = "" if settings.method == "pc" else f" {settings.method}"
+            method = "" if settings.method in ("pc", "sb_ode") else f" {settings.method}"
             name = f"audiodiff {mode}{method} (N={settings.steps})"
             if settings.method == "pc" and settings.corrector_steps:
                 name = f"{name[:-1]}, C={settings.corrector_steps})"
@@ -382,7 +382,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=["storm", "predictive", "score"],
+        default=["storm", "predictive", "score", "bridge"],
         help="MODE[:METHOD][@N[/C]] each, e.g. predictive storm@5 score@30/1 score:ode_heun@10",
     )
     parser.add_argument("--steps", nargs="+", type=int, help="reverse steps: one, or one per mode")

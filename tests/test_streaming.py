@@ -397,7 +397,7 @@ def test_cli_parsers_import_without_torch_and_list_the_streaming_modes():
 
     from audiodiff import serve, stream_cli, streaming
 
-    assert stream_cli.MODES == streaming.MODES[:4] and serve.MODES == streaming.MODES
+    assert stream_cli.MODES == streaming.MODES[:5] and serve.MODES == streaming.MODES
     code = "import sys, audiodiff.stream_cli, audiodiff.serve; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60

@@ -53,10 +53,10 @@ __all__ = [
     "speed_rows", "steps_for",
 ]  # fmt: skip
 
-MODES = ("score", "storm", "predictive")
-METHODS = ("pc", "ode_euler", "ode_heun")
-DEFAULT_NFE = {"score": 10, "storm": 6}  # score: N = 5 PC + 1 corrector; storm: 1 + N = 5
-QUICK_NFE = {"score": 2, "storm": 2}  # score: N = 1 PC + 1 corrector; storm: 1 + N = 1
+MODES = ("score", "storm", "predictive", "bridge")  # bridge: a Schrödinger-bridge model, opt-in
+METHODS = ("pc", "ode_euler", "ode_heun", "sb_ode", "sb_sde")  # sb_*: bridge rows only
+DEFAULT_NFE = {"score": 10, "storm": 6, "bridge": 5}  # score: N = 5 PC + 1 corrector; storm: 1 + N
+QUICK_NFE = {"score": 2, "storm": 2, "bridge": 2}  # score: N = 1 PC + 1 corrector; storm: 1 + N
 FULL = {"batch_sizes": [1, 2, 4, 8, 16], "seconds": 2.0, "repeats": 3, "presets": None}
 QUICK = {"batch_sizes": [1, 2], "seconds": 1.0, "repeats": 1, "presets": ["ncsnpp_tiny"]}
 
@@ -71,7 +71,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     add("--json", action="store_true", help="print one JSON document")
     add("--quick", action="store_true", help="the reduced CI form: tiny, 1 s, batch 1 and 2")
     add("--presets", nargs="+", help="NCSN++ presets (default: tiny, s; on CUDA also m, full)")
-    add("--modes", nargs="+", choices=MODES, default=list(MODES), help="(default: all)")
+    add("--modes", nargs="+", choices=MODES, default=list(MODES[:3]),
+        help="(default: storm score predictive; bridge needs a bridge model)")  # fmt: skip
     add("--methods", nargs="+", choices=METHODS, default=["pc"], help="(default: pc)")
     add("--batch-sizes", nargs="+", type=positive_int,
         help="items per batch (default: 1 2 4 8 16; quick: 1 2)")  # fmt: skip

@@ -147,12 +147,19 @@ def randomise_(module, seed: int = 0) -> None:
 
 
 def model_config(kind: str, preset: str):
-    """A score model (``kind="score"``) or a StoRM model on one NCSN++ preset."""
+    """A score model (``kind="score"``), a Schrödinger bridge (``"bridge"``, the reference's
+    SB-VE data-prediction model) or a StoRM model on one NCSN++ preset."""
     from ..config import ModelConfig, SamplerConfig
 
     net = bench_presets()[preset]
     if kind == "score":
         return ModelConfig(kind="score", backbone=replace(net, in_channels=4))
+    if kind == "bridge":
+        return ModelConfig(
+            kind="bridge", backbone=replace(net, in_channels=4, out_scale_at="output"),
+            sde={"name": "sbve", "k": 2.6, "c": 0.4}, loss_type="data_prediction",
+            network_scaling=None, c_out="1", sampler=SamplerConfig(method="sb_ode", t_eps=1e-4),
+        )  # fmt: skip
     return ModelConfig(  # the layout of audiodiff.quickfit.tiny_storm_config
         kind="storm",
         backbone=replace(net, in_channels=6),

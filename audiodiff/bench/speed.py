@@ -34,10 +34,14 @@ class Case:
 def steps_for(mode: str, method: str, nfe: int, corrector_steps: int) -> tuple[int, int] | None:
     """(steps N, corrector steps) that spend exactly ``nfe`` evaluations, or None if none do.
 
-    NFE: PC N·(C + 1), ODE Euler N, ODE Heun 2(N - 1) + 1 (see :mod:`audiodiff.sampling`); StoRM
-    adds one predictor pass and runs without corrector, the score mode's PC uses
-    ``corrector_steps``.
+    NFE: PC N·(C + 1), ODE Euler N, ODE Heun 2(N - 1) + 1, SB (bridge mode only) N (see
+    :mod:`audiodiff.sampling`); StoRM adds one predictor pass and runs without corrector, the
+    score mode's PC uses ``corrector_steps``.
     """
+    if (mode == "bridge") != method.startswith("sb_"):
+        return None
+    if mode == "bridge":
+        return (nfe, 0) if nfe >= 1 else None
     budget = nfe - 1 if mode == "storm" else nfe
     corrector = corrector_steps if mode == "score" and method == "pc" else 0
     if method == "pc":
@@ -56,8 +60,11 @@ def plan_cases(plan, preset: str, mode: str) -> list[Case]:
         settings, budgets = [("-", 0, 0, 1)], []
     else:
         settings, budgets = [], plan.nfe or [plan.nfe_defaults[mode]]
+    methods = [m for m in plan.methods if m.startswith("sb_") == (mode == "bridge")]
+    if mode == "bridge" and not methods:  # the bridge's own sampler unless --methods names one
+        methods = ["sb_ode"]
     for nfe in budgets:
-        for method in plan.methods:
+        for method in methods:
             found = steps_for(mode, method, nfe, plan.corrector_steps)
             if found is None:
                 print(f"bench: no {mode}/{method} setting spends NFE {nfe}", file=sys.stderr)
@@ -107,7 +114,7 @@ def speed_rows(plan) -> list[dict]:
     for preset in plan.presets:
         models = {}
         for mode in plan.modes:
-            kind = "score" if mode == "score" else "storm"
+            kind = mode if mode in ("score", "bridge") else "storm"
             if kind not in models:
                 models[kind] = build_bench_model(kind, preset, plan.device, plan.seed)
             model, config, probes = models[kind]

@@ -182,7 +182,8 @@ class EnhancementModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("audiodiff", {}).get("model_config")
-        if saved is not None and saved != self.config.to_dict():
+        # compared as configs: files written before a field existed hold its default implicitly
+        if saved is not None and ModelConfig.from_dict(saved) != self.config:
             raise ValueError(
                 "the checkpoint was trained with a different model config than this recipe's"
             )

@@ -1,0 +1,577 @@
+"""Corpus enhancement: plan, shard, run, resume and record ``audiodiff enhance`` over many files.
+
+One process, or one per device under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set): every
+rank plans the same corpus from the soundfile headers (no decoding), takes its duration-balanced
+shard, enhances it on its own device in length-sorted groups and appends one JSON row per file to
+``OUT/.manifest-rank<r>.jsonl``; rank 0 merges the parts into ``OUT/manifest.jsonl`` at the end.
+Outputs are written atomically and carry per-file seeds derived from the seed and the file's
+relative path, so they depend neither on the number of ranks nor on what a file is batched with.
+A rerun skips complete outputs (``--overwrite`` recomputes them).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from .audio import AudioError, read_audio, write_audio
+from .errors import UsageError
+from .files import atomic_write
+
+MANIFEST = "manifest.jsonl"
+PART = ".manifest-rank{}.jsonl"  # one per rank while the run lasts
+SETTINGS = ".enhance-settings.json"  # what the outputs in OUT were made with
+BARRIER_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard at the end
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+
+def detect_world(env=None) -> World:
+    """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process)."""
+    env = os.environ if env is None else env
+    size = int(env.get("WORLD_SIZE", 1))
+    return World(int(env.get("RANK", 0)), size, int(env.get("LOCAL_RANK", 0)))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input file of the corpus, as its header describes it (rate 0: header unreadable)."""
+
+    index: int  # position in the expanded input list: the manifest's order
+    source: Path
+    relative: Path
+    target: Path
+    frames: int = 0
+    rate: int = 0
+    channels: int = 0
+    subtype: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate if self.rate else 0.0
+
+
+def probe(index: int, source: Path, relative: Path, out_dir: Path) -> Item:
+    """The header of ``source`` (frames, rate, channels, subtype); nothing is decoded."""
+    item = Item(index, source, relative, out_dir / relative)
+    try:
+        info = sf.info(str(source))
+    except Exception:  # noqa: BLE001 - read_audio names the problem when the file is read
+        return item
+    subtype = info.subtype if sf.check_format(info.format, info.subtype) else None
+    return replace(
+        item, frames=info.frames, rate=info.samplerate, channels=info.channels, subtype=subtype
+    )
+
+
+def shard(items: list[Item], size: int) -> list[list[Item]]:
+    """Split items over ``size`` ranks balanced by duration: longest first to the lightest rank.
+
+    Greedy longest-processing-time: deterministic (ties broken by relative path, then rank), and
+    no rank ends more than one file's duration above the lightest.
+    """
+    loads, shards = [0.0] * size, [[] for _ in range(size)]
+    for item in sorted(items, key=lambda i: (-i.seconds, i.relative.as_posix(), i.index)):
+        lightest = min(range(size), key=lambda r: (loads[r], r))
+        shards[lightest].append(item)
+        loads[lightest] += item.seconds
+    return [sorted(s, key=lambda i: i.index) for s in shards]
+
+
+def file_seed(seed: int, relative: Path) -> int:
+    """A file's sampler seed from the run's seed and its relative path (not its position)."""
+    digest = hashlib.sha256(f"{seed}\0{relative.as_posix()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def length_groups(items: list[Item], batch_size: int, chunk_seconds: float) -> list[list[Item]]:
+    """Length bucketing across the shard: sort by (rate, duration), then cut into groups of about
+    ``batch_size`` chunk rows, so each group's network batches hold similar lengths."""
+    order = sorted(items, key=lambda i: (i.rate, i.channels, i.seconds, i.relative.as_posix()))
+    groups: list[list[Item]] = []
+    rows = 0
+    for item in order:
+        weight = max(item.channels, 1) * max(1, -(-item.seconds // chunk_seconds))
+        if not groups or rows + weight > batch_size or item.rate != groups[-1][-1].rate:
+            groups.append([])
+            rows = 0
+        groups[-1].append(item)
+        rows += weight
+    return groups
+
+
+def batch_geometry(groups: list[list[Item]], enhancer) -> tuple[float, float]:
+    """(padding fraction, batch fill) the enhancer will meet on these groups.
+
+    Padding: frames added to reach the padded size of each chunk's batch over all frames the
+    network sees. Fill: chunk rows over batch slots (``batch_size`` per network batch).
+    """
+    from .enhance import CROSSFADE_SECONDS, chunk_offsets
+    from .spec import num_frames
+
+    spec, rate = enhancer.config.spec, enhancer.sample_rate
+    chunk, overlap = round(enhancer.chunk_seconds * rate), round(CROSSFADE_SECONDS * rate)
+    valid = padded = slots = rows = 0
+    for group in groups:
+        buckets: dict[int, int] = {}
+        for item in (i for i in group if i.rate):
+            length = round(item.frames * rate / item.rate)
+            for offset in chunk_offsets(length, chunk, overlap):
+                piece = max(min(chunk, length - offset), spec.n_fft)
+                frames = num_frames(piece, spec)
+                size = -(-frames // spec.frame_multiple) * spec.frame_multiple
+                buckets[size] = buckets.get(size, 0) + item.channels
+                valid += frames * item.channels
+                padded += size * item.channels
+        rows += sum(buckets.values())
+        slots += sum(-(-n // enhancer.batch_size) * enhancer.batch_size for n in buckets.values())
+    return (1 - valid / padded if padded else 0.0), (rows / slots if slots else 0.0)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop where we are (temp files are removed on the way out)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` for the duration (main thread only)."""
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave the signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def ignore_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except ValueError:
+            pass
+
+
+@dataclass
+class Options:
+    """Everything ``audiodiff enhance`` was asked, after the model resolved its defaults."""
+
+    output: Path
+    model: str
+    mode: str
+    steps: int
+    overrides: dict
+    device: str = "auto"
+    seed: int = 0
+    atten_lim_db: float | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+    def fingerprint(self, enhancer) -> dict:
+        """The settings an output depends on (a rerun with others must not skip it)."""
+        model = Path(self.model)
+        settings = {
+            "model": str(model.resolve()) if model.exists() else self.model,
+            "mode": self.mode,
+            "atten_lim_db": self.atten_lim_db,
+            "precision": enhancer.precision,
+            "chunk_seconds": enhancer.chunk_seconds,
+        }
+        if self.mode != "predictive":
+            sampler = replace(enhancer.config.sampler, **self.overrides)
+            settings |= {
+                "seed": self.seed,
+                "steps": self.steps,
+                "method": sampler.method,
+                "corrector_steps": sampler.corrector_steps,
+                "snr": sampler.snr,
+            }
+        return settings
+
+
+@dataclass
+class Shard:
+    """One rank's run: its enhancer, its items and the rows it has written so far."""
+
+    enhancer: object
+    options: Options
+    world: World
+    inputs: set[Path]
+    rows: list[dict] = field(default_factory=list)
+    part: object = None  # the open part file, or None when OUT cannot be written
+
+    def row(
+        self,
+        item: Item,
+        status: str,
+        error: str | None = None,
+        compute: float = 0.0,
+        name: Path | None = None,
+    ) -> None:
+        """Record one file (and print its error line, naming ``name`` or the input)."""
+        row = {
+            "input": str(item.source),
+            "output": str(item.target),
+            "seconds": round(item.seconds, 4),
+            "status": status,
+            "error": error,
+            "rank": self.world.rank,
+            "compute_seconds": round(compute, 4),
+            "mode": self.options.mode,
+            "steps": self.options.steps,
+        }
+        self.rows.append(row)
+        if error is not None:
+            tqdm.write(f"error: {name or item.source}: {error}", file=sys.stderr)
+        if self.part is not None:
+            self.part.write(json.dumps(row) + "\n")
+            self.part.flush()
+
+    def precheck(self, item: Item, seen: dict[Path, Path]) -> bool:
+        """Rows for files that need no enhancing (bad target, complete output); True: run it."""
+        target = item.target.resolve()
+        if target in self.inputs:
+            self.row(
+                item, "error", f"output {item.target} would overwrite an input; choose another -o"
+            )
+        elif seen.get(target, item.source) != item.source:
+            self.row(item, "error", f"output {item.target} is also the output of {seen[target]}")
+        elif not self.options.overwrite and is_complete(item):
+            self.row(item, "skipped")
+        else:
+            return True
+        return False
+
+    def run_group(self, group: list[Item]) -> None:
+        """Read, enhance in one call (the enhancer batches by length) and write one group."""
+        items, audio = [], []
+        for item in group:
+            try:
+                wave, _ = read_audio(item.source)
+            except AudioError as err:
+                self.row(item, "error", err.problem)
+                continue
+            items.append(item)
+            audio.append(wave)
+        if not items:
+            return
+        start = time.perf_counter()
+        try:
+            seeds = [file_seed(self.options.seed, i.relative) for i in items]
+            outputs = self.enhancer(
+                audio,
+                items[0].rate,
+                seed=seeds,
+                atten_lim_db=self.options.atten_lim_db,
+                **self.options.overrides,
+            )
+        except (ValueError, RuntimeError) as err:  # a problem the model met with one file
+            if len(items) > 1:  # find it: each file alone
+                for item in items:
+                    self.run_group([item])
+                return
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self.row(items[0], "error", reason)
+            return
+        elapsed = time.perf_counter() - start
+        total = sum(i.seconds for i in items) or 1.0
+        for item, out in zip(items, outputs):
+            try:
+                write_audio(item.target, out, item.rate, subtype=item.subtype)
+            except OSError as err:
+                reason = err.strerror or type(err).__name__
+                self.row(item, "error", f"cannot write ({reason})", name=item.target)
+                continue
+            self.row(item, "ok", compute=elapsed * item.seconds / total)
+
+
+def is_complete(item: Item) -> bool:
+    """An output exists with the input's frames, rate and channels (writes are atomic)."""
+    if not item.rate or not item.target.is_file():
+        return False
+    try:
+        info = sf.info(str(item.target))
+    except Exception:  # noqa: BLE001 - an unreadable output is recomputed
+        return False
+    return (info.frames, info.samplerate, info.channels) == (item.frames, item.rate, item.channels)
+
+
+# -- the whole job ----------------------------------------------------------------------------
+
+
+def plan(jobs: list[tuple[Path, Path]], out_dir: Path) -> list[Item]:
+    """Every input with its header and target, in the order the user named them."""
+    return [probe(k, source, relative, out_dir) for k, (source, relative) in enumerate(jobs)]
+
+
+def rank_device(requested: str, world: World) -> str:
+    """Each rank on its own device: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` under torchrun."""
+    import torch
+
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{world.local_rank}" if world.size > 1 else "cuda"
+    return "cpu" if requested == "auto" else requested
+
+
+@contextmanager
+def process_group(world: World, device: str) -> Iterator[None]:
+    """torch.distributed for the job's barriers: NCCL when the rank runs on CUDA, else gloo."""
+    import torch
+    import torch.distributed as dist
+
+    if world.size == 1 or dist.is_initialized():
+        yield
+        return
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def prepare(out_dir: Path, settings: dict, overwrite: bool, world: World, mine: list[Item]):
+    """Refuse a folder made with other settings; clear the last run's parts and temp files."""
+    try:
+        previous = json.loads((out_dir / SETTINGS).read_text())
+    except (OSError, ValueError):
+        previous = None
+    if previous not in (None, settings) and not overwrite:
+        changed = ", ".join(
+            f"{k} {previous.get(k)!r} -> {v!r}" for k, v in settings.items() if previous.get(k) != v
+        )
+        raise UsageError(
+            out_dir,
+            f"holds outputs made with other settings ({changed}); pass "
+            "--overwrite to recompute them, or choose another -o",
+        )
+    barrier(world)  # every rank has read the old settings before rank 0 replaces them
+    if world.rank == 0:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for stale in out_dir.glob(".manifest-rank*.jsonl"):
+                stale.unlink()
+            atomic_write(out_dir / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
+        except OSError:
+            pass  # an unwritable folder: every file gets its own error row
+    for item in mine:  # temp files of a run killed with SIGKILL
+        pattern = glob.escape(f".{item.target.name}.") + "*.tmp"
+        for stale in item.target.parent.glob(pattern):
+            stale.unlink(missing_ok=True)
+    barrier(world)
+
+
+def open_part(out_dir: Path, world: World):
+    try:
+        return open(out_dir / PART.format(world.rank), "a", encoding="utf-8")
+    except OSError:
+        return None
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The whole lines of a part file (a rank killed mid-line leaves at most a broken tail)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    return rows
+
+
+def merge_manifest(out_dir: Path, rows: list[dict], items: list[Item], world: World) -> list[dict]:
+    """Rank 0: its rows and the other ranks' parts -> OUT/manifest.jsonl, in input order."""
+    for rank in range(1, world.size):
+        rows = rows + read_rows(out_dir / PART.format(rank))
+    order = {(str(i.source), str(i.target)): i.index for i in items}
+    rows = sorted(rows, key=lambda r: order.get((r["input"], r["output"]), len(order)))
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    try:
+        atomic_write(out_dir / MANIFEST, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        for rank in range(world.size):
+            (out_dir / PART.format(rank)).unlink(missing_ok=True)
+    except OSError as err:
+        tqdm.write(f"error: {out_dir / MANIFEST}: cannot write ({err.strerror})", file=sys.stderr)
+    return rows
+
+
+class Progress:
+    """Rank 0's bar over the whole job: its own rows plus the lines the other ranks appended."""
+
+    def __init__(self, total: int, out_dir: Path, world: World, quiet: bool):
+        enabled = world.rank == 0 and not quiet and sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc="enhance", unit="file", disable=not enabled)
+        self.parts = [out_dir / PART.format(r) for r in range(1, world.size)] if enabled else []
+        self.sizes = [0] * len(self.parts)
+        self.lines = [0] * len(self.parts)
+
+    def update(self, own_rows: int) -> None:
+        for k, part in enumerate(self.parts):
+            try:
+                with open(part, "rb") as f:
+                    f.seek(self.sizes[k])
+                    chunk = f.read()
+            except OSError:
+                continue
+            self.sizes[k] += len(chunk)
+            self.lines[k] += chunk.count(b"\n")
+        self.bar.update(own_rows + sum(self.lines) - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def enhance_corpus(jobs: list[tuple[Path, Path]], options: Options, load) -> tuple[int, dict]:
+    """Run the job on this rank; returns (exit code, summary: rank 0's covers every rank).
+
+    ``load(device)`` builds the :class:`~audiodiff.enhance.Enhancer`. SIGINT/SIGTERM stop the run
+    with a one-line account on stderr and exit code 128 + signal; the files written stay whole.
+    """
+    world, start, state = detect_world(), time.monotonic(), {}
+    device = rank_device(options.device, world)
+    try:
+        with signals_interrupt(), process_group(world, device):
+            return run_rank(jobs, options, load(device), world, start, state)
+    except Interrupted as stop:
+        ignore_signals()  # a second Ctrl-C must not break the account below
+        rows = state["shard"].rows if "shard" in state else []
+        if world.size == 1 and "shard" in state:
+            close_part(state["shard"])
+            merge_manifest(options.output, rows, state["items"], world)
+        done = sum(r["status"] != "error" for r in rows)
+        total = len(state.get("items", jobs))
+        prefix = f"rank {world.rank}: " if world.size > 1 else ""
+        print(
+            f"{prefix}interrupted by {stop}: {done} of {total} files done ("
+            f"{sum(r['status'] == 'ok' for r in rows)} enhanced, "
+            f"{sum(r['status'] == 'skipped' for r in rows)} skipped); "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum, {}
+
+
+def resolve(options: Options, enhancer) -> Options:
+    """Fill in the mode and step count the model's own defaults give."""
+    from .config import MODES
+
+    sampler = replace(enhancer.config.sampler, **options.overrides)
+    mode = sampler.mode or enhancer.config.default_mode
+    if mode not in MODES[enhancer.config.kind]:
+        raise UsageError(
+            "--mode",
+            f"a {enhancer.config.kind} model runs "
+            f"{', '.join(MODES[enhancer.config.kind])}, not {mode}",
+        )
+    return replace(options, mode=mode, steps=0 if mode == "predictive" else sampler.steps)
+
+
+def run_rank(jobs, options: Options, enhancer, world: World, start: float, state: dict):
+    options = resolve(options, enhancer)
+    out_dir = options.output
+    items = state["items"] = plan(jobs, out_dir)
+    shards = shard(items, world.size)
+    groups = [length_groups(s, enhancer.batch_size, enhancer.chunk_seconds) for s in shards]
+    prepare(out_dir, options.fingerprint(enhancer), options.overwrite, world, shards[world.rank])
+    inputs = {i.source.resolve() for i in items}
+    run = state["shard"] = Shard(enhancer, options, world, inputs, part=open_part(out_dir, world))
+    seen = first_targets(items)
+    progress = Progress(len(items), out_dir, world, options.quiet)
+    for group in groups[world.rank]:
+        run.run_group([i for i in group if run.precheck(i, seen)])
+        progress.update(len(run.rows))
+    progress.close()
+    close_part(run)
+    barrier(world)  # every rank's part is complete
+    if world.rank != 0:
+        return int(any(r["status"] == "error" for r in run.rows)), {}
+    rows = merge_manifest(out_dir, run.rows, items, world)
+    padding, fill = batch_geometry([g for gs in groups for g in gs], enhancer)
+    summary = summarize(rows, time.monotonic() - start, options, world)
+    summary |= {"padding_fraction": round(padding, 4), "batch_fill": round(fill, 4)}
+    return int(summary["failed"] > 0), summary | {"rows": rows}
+
+
+def first_targets(items: list[Item]) -> dict[Path, Path]:
+    """target -> the input that owns it, for targets that several inputs would write."""
+    owners: dict[Path, Path] = {}
+    clashes: dict[Path, Path] = {}
+    for item in items:
+        target = item.target.resolve()
+        if target in owners:
+            clashes[target] = owners[target]
+        owners.setdefault(target, item.source)
+    return clashes
+
+
+def close_part(run: Shard) -> None:
+    if run.part is not None:
+        run.part.close()
+        run.part = None
+
+
+def summarize(rows: list[dict], wall: float, options: Options, world: World) -> dict:
+    """Totals of the merged rows: files, hours of audio, throughput, errors."""
+    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "error")}
+    enhanced = sum(r["seconds"] for r in rows if r["status"] == "ok")
+    return {
+        "model": options.model,
+        "mode": options.mode,
+        "steps": options.steps,
+        "files": count["ok"] + count["skipped"],
+        "enhanced": count["ok"],
+        "skipped": count["skipped"],
+        "failed": count["error"],
+        "audio_seconds": round(enhanced, 3),
+        "hours": round(sum(r["seconds"] for r in rows if r["status"] != "error") / 3600, 4),
+        "wall_seconds": round(wall, 3),
+        "throughput": round(enhanced / wall, 3) if wall > 0 else None,
+        "rtf": round(wall / enhanced, 4) if enhanced else None,
+        "ranks": world.size,
+    }

@@ -11,6 +11,7 @@ A rerun skips complete outputs (``--overwrite`` recomputes them).
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -84,18 +85,23 @@ def probe(index: int, source: Path, relative: Path, out_dir: Path) -> Item:
     )
 
 
-def shard(items: list[Item], size: int) -> list[list[Item]]:
-    """Split items over ``size`` ranks balanced by duration: longest first to the lightest rank.
+def shard(groups: list[list[Item]], size: int) -> list[list[list[Item]]]:
+    """Split length groups over ``size`` ranks balanced by duration: longest to the lightest rank.
 
-    Greedy longest-processing-time: deterministic (ties broken by relative path, then rank), and
-    no rank ends more than one file's duration above the lightest.
+    Greedy longest-processing-time over whole groups, so a file meets the same batch on any
+    number of ranks: deterministic (ties broken by first path, then rank), and no rank ends more
+    than one group's duration above the lightest.
     """
     loads, shards = [0.0] * size, [[] for _ in range(size)]
-    for item in sorted(items, key=lambda i: (-i.seconds, i.relative.as_posix(), i.index)):
+    for group in sorted(groups, key=lambda g: (-group_seconds(g), g[0].relative.as_posix())):
         lightest = min(range(size), key=lambda r: (loads[r], r))
-        shards[lightest].append(item)
-        loads[lightest] += item.seconds
-    return [sorted(s, key=lambda i: i.index) for s in shards]
+        shards[lightest].append(group)
+        loads[lightest] += group_seconds(group)
+    return [sorted(s, key=lambda g: min(i.index for i in g)) for s in shards]
+
+
+def group_seconds(group: list[Item]) -> float:
+    return sum(i.seconds for i in group)
 
 
 def file_seed(seed: int, relative: Path) -> int:
@@ -104,47 +110,58 @@ def file_seed(seed: int, relative: Path) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def length_groups(items: list[Item], batch_size: int, chunk_seconds: float) -> list[list[Item]]:
-    """Length bucketing across the shard: sort by (rate, duration), then cut into groups of about
-    ``batch_size`` chunk rows, so each group's network batches hold similar lengths."""
+def chunk_frames(item: Item, enhancer) -> list[tuple[int, int]]:
+    """(valid, padded) STFT frames of each chunk the enhancer cuts one channel of ``item`` into."""
+    from .enhance import CROSSFADE_SECONDS, chunk_offsets
+    from .spec import num_frames
+
+    if not item.rate:
+        return []
+    spec, rate = enhancer.config.spec, enhancer.sample_rate
+    chunk, overlap = round(enhancer.chunk_seconds * rate), round(CROSSFADE_SECONDS * rate)
+    length = round(item.frames * rate / item.rate)
+    sizes = []
+    for offset in chunk_offsets(length, chunk, overlap):
+        frames = num_frames(max(min(chunk, length - offset), spec.n_fft), spec)
+        sizes.append((frames, -(-frames // spec.frame_multiple) * spec.frame_multiple))
+    return sizes
+
+
+def length_groups(items: list[Item], batch_size: int, chunks) -> list[list[Item]]:
+    """Length bucketing across the shard: sort by duration, cut into groups of at most
+    ``batch_size`` chunk rows (``chunks(item)``: its chunks) of one rate and, for short files,
+    one padded size, so the enhancer's network batches come out full."""
     order = sorted(items, key=lambda i: (i.rate, i.channels, i.seconds, i.relative.as_posix()))
     groups: list[list[Item]] = []
-    rows = 0
+    rows, key = 0, None
     for item in order:
-        weight = max(item.channels, 1) * max(1, -(-item.seconds // chunk_seconds))
-        if not groups or rows + weight > batch_size or item.rate != groups[-1][-1].rate:
+        sizes = chunks(item)
+        weight = item.channels * len(sizes)
+        new_key = (item.rate, item.channels, sizes[0][1] if len(sizes) == 1 else len(sizes) > 1)
+        if not groups or rows + weight > batch_size or new_key != key:
             groups.append([])
-            rows = 0
+            rows, key = 0, new_key
         groups[-1].append(item)
         rows += weight
     return groups
 
 
-def batch_geometry(groups: list[list[Item]], enhancer) -> tuple[float, float]:
-    """(padding fraction, batch fill) the enhancer will meet on these groups.
+def batch_geometry(groups: list[list[Item]], batch_size: int, chunks) -> tuple[float, float]:
+    """(padding fraction, batch fill) the enhancer meets on these groups.
 
-    Padding: frames added to reach the padded size of each chunk's batch over all frames the
-    network sees. Fill: chunk rows over batch slots (``batch_size`` per network batch).
+    Padding: frames added to reach each chunk's padded size over all frames the network sees.
+    Fill: chunk rows over batch slots (``batch_size`` per network batch; a bucket per size).
     """
-    from .enhance import CROSSFADE_SECONDS, chunk_offsets
-    from .spec import num_frames
-
-    spec, rate = enhancer.config.spec, enhancer.sample_rate
-    chunk, overlap = round(enhancer.chunk_seconds * rate), round(CROSSFADE_SECONDS * rate)
     valid = padded = slots = rows = 0
     for group in groups:
         buckets: dict[int, int] = {}
-        for item in (i for i in group if i.rate):
-            length = round(item.frames * rate / item.rate)
-            for offset in chunk_offsets(length, chunk, overlap):
-                piece = max(min(chunk, length - offset), spec.n_fft)
-                frames = num_frames(piece, spec)
-                size = -(-frames // spec.frame_multiple) * spec.frame_multiple
+        for item in group:
+            for frames, size in chunks(item):
                 buckets[size] = buckets.get(size, 0) + item.channels
                 valid += frames * item.channels
                 padded += size * item.channels
         rows += sum(buckets.values())
-        slots += sum(-(-n // enhancer.batch_size) * enhancer.batch_size for n in buckets.values())
+        slots += sum(-(-n // batch_size) * batch_size for n in buckets.values())
     return (1 - valid / padded if padded else 0.0), (rows / slots if slots else 0.0)
 
 
@@ -260,55 +277,45 @@ class Shard:
             self.part.write(json.dumps(row) + "\n")
             self.part.flush()
 
-    def precheck(self, item: Item, seen: dict[Path, Path]) -> bool:
-        """Rows for files that need no enhancing (bad target, complete output); True: run it."""
+    def usable(self, item: Item, seen: dict[Path, Path]) -> bool:
+        """False (with an error row) for a target that is an input or another input's output."""
         target = item.target.resolve()
         if target in self.inputs:
-            self.row(
-                item, "error", f"output {item.target} would overwrite an input; choose another -o"
-            )
+            problem = f"output {item.target} would overwrite an input; choose another -o"
         elif seen.get(target, item.source) != item.source:
-            self.row(item, "error", f"output {item.target} is also the output of {seen[target]}")
-        elif not self.options.overwrite and is_complete(item):
-            self.row(item, "skipped")
+            problem = f"output {item.target} is also the output of {seen[target]}"
         else:
             return True
+        self.row(item, "error", problem)
         return False
 
-    def run_group(self, group: list[Item]) -> None:
-        """Read, enhance in one call (the enhancer batches by length) and write one group."""
+    def run_group(self, group: list[Item], seen: dict[Path, Path]) -> None:
+        """Read, enhance in one call (the enhancer batches by length) and write one group.
+
+        Complete outputs are skipped; a group that a kill left half-written is recomputed whole
+        (its finished files are not rewritten), so its batches and results stay the same.
+        """
+        group = [i for i in group if self.usable(i, seen)]
+        done = {i.index for i in group if not self.options.overwrite and is_complete(i)}
+        if len(done) == len(group):
+            for item in group:
+                self.row(item, "skipped")
+            return
         items, audio = [], []
         for item in group:
             try:
-                wave, _ = read_audio(item.source)
+                audio.append(read_audio(item.source)[0])
+                items.append(item)
             except AudioError as err:
                 self.row(item, "error", err.problem)
-                continue
-            items.append(item)
-            audio.append(wave)
-        if not items:
-            return
         start = time.perf_counter()
-        try:
-            seeds = [file_seed(self.options.seed, i.relative) for i in items]
-            outputs = self.enhancer(
-                audio,
-                items[0].rate,
-                seed=seeds,
-                atten_lim_db=self.options.atten_lim_db,
-                **self.options.overrides,
-            )
-        except (ValueError, RuntimeError) as err:  # a problem the model met with one file
-            if len(items) > 1:  # find it: each file alone
-                for item in items:
-                    self.run_group([item])
-                return
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            self.row(items[0], "error", reason)
-            return
+        outputs = self.enhance(items, audio, seen) if items else []
         elapsed = time.perf_counter() - start
         total = sum(i.seconds for i in items) or 1.0
         for item, out in zip(items, outputs):
+            if item.index in done:
+                self.row(item, "skipped")
+                continue
             try:
                 write_audio(item.target, out, item.rate, subtype=item.subtype)
             except OSError as err:
@@ -316,6 +323,25 @@ class Shard:
                 self.row(item, "error", f"cannot write ({reason})", name=item.target)
                 continue
             self.row(item, "ok", compute=elapsed * item.seconds / total)
+
+    def enhance(self, items: list[Item], audio: list, seen: dict[Path, Path]) -> list:
+        """The enhancer over one group with per-file seeds; [] when it failed (rows written)."""
+        try:
+            return self.enhancer(
+                audio,
+                items[0].rate,
+                seed=[file_seed(self.options.seed, i.relative) for i in items],
+                atten_lim_db=self.options.atten_lim_db,
+                **self.options.overrides,
+            )
+        except (ValueError, RuntimeError) as err:  # a problem the model met with one file
+            if len(items) > 1:  # find it: each file alone
+                for item in items:
+                    self.run_group([item], seen)
+                return []
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self.row(items[0], "error", reason)
+            return []
 
 
 def is_complete(item: Item) -> bool:
@@ -372,7 +398,7 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def prepare(out_dir: Path, settings: dict, overwrite: bool, world: World, mine: list[Item]):
+def prepare(out_dir: Path, settings: dict, overwrite: bool, world: World, mine: list[list[Item]]):
     """Refuse a folder made with other settings; clear the last run's parts and temp files."""
     try:
         previous = json.loads((out_dir / SETTINGS).read_text())
@@ -396,7 +422,7 @@ def prepare(out_dir: Path, settings: dict, overwrite: bool, world: World, mine: 
             atomic_write(out_dir / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
         except OSError:
             pass  # an unwritable folder: every file gets its own error row
-    for item in mine:  # temp files of a run killed with SIGKILL
+    for item in (i for group in mine for i in group):  # temp files of a run killed by SIGKILL
         pattern = glob.escape(f".{item.target.name}.") + "*.tmp"
         for stale in item.target.parent.glob(pattern):
             stale.unlink(missing_ok=True)
@@ -473,11 +499,11 @@ def enhance_corpus(jobs: list[tuple[Path, Path]], options: Options, load) -> tup
     ``load(device)`` builds the :class:`~audiodiff.enhance.Enhancer`. SIGINT/SIGTERM stop the run
     with a one-line account on stderr and exit code 128 + signal; the files written stay whole.
     """
-    world, start, state = detect_world(), time.monotonic(), {}
+    world, state = detect_world(), {}
     device = rank_device(options.device, world)
     try:
         with signals_interrupt(), process_group(world, device):
-            return run_rank(jobs, options, load(device), world, start, state)
+            return run_rank(jobs, options, load(device), world, time.monotonic(), state)
     except Interrupted as stop:
         ignore_signals()  # a second Ctrl-C must not break the account below
         rows = state["shard"].rows if "shard" in state else []
@@ -516,15 +542,16 @@ def run_rank(jobs, options: Options, enhancer, world: World, start: float, state
     options = resolve(options, enhancer)
     out_dir = options.output
     items = state["items"] = plan(jobs, out_dir)
-    shards = shard(items, world.size)
-    groups = [length_groups(s, enhancer.batch_size, enhancer.chunk_seconds) for s in shards]
-    prepare(out_dir, options.fingerprint(enhancer), options.overwrite, world, shards[world.rank])
+    chunks = functools.partial(chunk_frames, enhancer=enhancer)
+    groups = length_groups(items, enhancer.batch_size, chunks)  # across the whole corpus
+    mine = shard(groups, world.size)[world.rank]
+    prepare(out_dir, options.fingerprint(enhancer), options.overwrite, world, mine)
     inputs = {i.source.resolve() for i in items}
     run = state["shard"] = Shard(enhancer, options, world, inputs, part=open_part(out_dir, world))
     seen = first_targets(items)
     progress = Progress(len(items), out_dir, world, options.quiet)
-    for group in groups[world.rank]:
-        run.run_group([i for i in group if run.precheck(i, seen)])
+    for group in mine:
+        run.run_group(group, seen)
         progress.update(len(run.rows))
     progress.close()
     close_part(run)
@@ -532,7 +559,7 @@ def run_rank(jobs, options: Options, enhancer, world: World, start: float, state
     if world.rank != 0:
         return int(any(r["status"] == "error" for r in run.rows)), {}
     rows = merge_manifest(out_dir, run.rows, items, world)
-    padding, fill = batch_geometry([g for gs in groups for g in gs], enhancer)
+    padding, fill = batch_geometry(groups, enhancer.batch_size, chunks)
     summary = summarize(rows, time.monotonic() - start, options, world)
     summary |= {"padding_fraction": round(padding, 4), "batch_fill": round(fill, 4)}
     return int(summary["failed"] > 0), summary | {"rows": rows}

@@ -11,6 +11,7 @@ A rerun skips complete outputs (``--overwrite`` recomputes them).
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import hashlib
@@ -183,10 +184,13 @@ def signals_interrupt() -> Iterator[None]:
     def handler(signum, _frame):
         raise Interrupted(signum)
 
-    try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave the signals alone
-        previous = {}
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(signum) != signal.SIG_IGN:  # what the parent ignores stays so
+                previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: leave the signals alone
+            break
     try:
         yield
     finally:
@@ -279,14 +283,17 @@ class Shard:
 
     def usable(self, item: Item, seen: dict[Path, Path]) -> bool:
         """False (with an error row) for a target that is an input or another input's output."""
-        target = item.target.resolve()
+        target, name = item.target.resolve(), None
         if target in self.inputs:
             problem = f"output {item.target} would overwrite an input; choose another -o"
         elif seen.get(target, item.source) != item.source:
             problem = f"output {item.target} is also the output of {seen[target]}"
+        elif item.target.parent.is_dir() and not os.access(item.target.parent, os.W_OK):
+            problem = f"cannot write ({os.strerror(errno.EACCES)})"
+            name = item.target  # the line names the output
         else:
             return True
-        self.row(item, "error", problem)
+        self.row(item, "error", problem, name=name)
         return False
 
     def run_group(self, group: list[Item], seen: dict[Path, Path]) -> None:

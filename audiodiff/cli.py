@@ -97,7 +97,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
 def summary_line(s: dict) -> str:
     """One line: files, hours of audio, throughput, errors, and what ran (model, mode, steps)."""
-    steps = "one predictor pass" if s["mode"] == "predictive" else f"{s['steps']} steps"
+    plural = "" if s["steps"] == 1 else "s"
+    steps = "one predictor pass" if s["mode"] == "predictive" else f"{s['steps']} step{plural}"
     speed = f"{s['throughput']:.2f} audio s/s" if s["enhanced"] else "nothing to enhance"
     return (
         f"{s['files']} files ({s['enhanced']} enhanced, {s['skipped']} skipped), "

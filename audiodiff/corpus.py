@@ -17,13 +17,9 @@ import glob
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 
 import soundfile as sf
@@ -32,27 +28,22 @@ from tqdm import tqdm
 from .audio import AudioError, read_audio, write_audio
 from .errors import UsageError
 from .files import atomic_write
+from .jobs import (
+    Interrupted,
+    Progress,
+    World,
+    barrier,
+    close_part,
+    detect_world,
+    ignore_signals,
+    merge_manifest,
+    open_part,
+    process_group,
+    rank_device,
+    signals_interrupt,
+)
 
-MANIFEST = "manifest.jsonl"
-PART = ".manifest-rank{}.jsonl"  # one per rank while the run lasts
 SETTINGS = ".enhance-settings.json"  # what the outputs in OUT were made with
-BARRIER_TIMEOUT = timedelta(hours=12)  # ranks wait for the slowest shard at the end
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-
-def detect_world(env=None) -> World:
-    """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process)."""
-    env = os.environ if env is None else env
-    size = int(env.get("WORLD_SIZE", 1))
-    return World(int(env.get("RANK", 0)), size, int(env.get("LOCAL_RANK", 0)))
 
 
 @dataclass(frozen=True)
@@ -166,44 +157,7 @@ def batch_geometry(groups: list[list[Item]], batch_size: int, chunks) -> tuple[f
     return (1 - valid / padded if padded else 0.0), (rows / slots if slots else 0.0)
 
 
-# -- running ----------------------------------------------------------------------------------
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived: stop where we are (temp files are removed on the way out)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`Interrupted` for the duration (main thread only)."""
-
-    def handler(signum, _frame):
-        raise Interrupted(signum)
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            if signal.getsignal(signum) != signal.SIG_IGN:  # what the parent ignores stays so
-                previous[signum] = signal.signal(signum, handler)
-        except ValueError:  # not the main thread: leave the signals alone
-            break
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-def ignore_signals() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(signum, signal.SIG_IGN)
-        except ValueError:
-            pass
+# -- running one rank ------------------------------------------------------------------------
 
 
 @dataclass
@@ -370,41 +324,6 @@ def plan(jobs: list[tuple[Path, Path]], out_dir: Path) -> list[Item]:
     return [probe(k, source, relative, out_dir) for k, (source, relative) in enumerate(jobs)]
 
 
-def rank_device(requested: str, world: World) -> str:
-    """Each rank on its own device: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` under torchrun."""
-    import torch
-
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{world.local_rank}" if world.size > 1 else "cuda"
-    return "cpu" if requested == "auto" else requested
-
-
-@contextmanager
-def process_group(world: World, device: str) -> Iterator[None]:
-    """torch.distributed for the job's barriers: NCCL when the rank runs on CUDA, else gloo."""
-    import torch
-    import torch.distributed as dist
-
-    if world.size == 1 or dist.is_initialized():
-        yield
-        return
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(torch.device(device))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def barrier(world: World) -> None:
-    if world.size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def prepare(out_dir: Path, settings: dict, overwrite: bool, world: World, mine: list[list[Item]]):
     """Refuse a folder made with other settings; clear the last run's parts and temp files."""
     try:
@@ -436,70 +355,6 @@ def prepare(out_dir: Path, settings: dict, overwrite: bool, world: World, mine: 
     barrier(world)
 
 
-def open_part(out_dir: Path, world: World):
-    try:
-        return open(out_dir / PART.format(world.rank), "a", encoding="utf-8")
-    except OSError:
-        return None
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The whole lines of a part file (a rank killed mid-line leaves at most a broken tail)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            pass
-    return rows
-
-
-def merge_manifest(out_dir: Path, rows: list[dict], items: list[Item], world: World) -> list[dict]:
-    """Rank 0: its rows and the other ranks' parts -> OUT/manifest.jsonl, in input order."""
-    for rank in range(1, world.size):
-        rows = rows + read_rows(out_dir / PART.format(rank))
-    order = {(str(i.source), str(i.target)): i.index for i in items}
-    rows = sorted(rows, key=lambda r: order.get((r["input"], r["output"]), len(order)))
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    try:
-        atomic_write(out_dir / MANIFEST, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        for rank in range(world.size):
-            (out_dir / PART.format(rank)).unlink(missing_ok=True)
-    except OSError as err:
-        tqdm.write(f"error: {out_dir / MANIFEST}: cannot write ({err.strerror})", file=sys.stderr)
-    return rows
-
-
-class Progress:
-    """Rank 0's bar over the whole job: its own rows plus the lines the other ranks appended."""
-
-    def __init__(self, total: int, out_dir: Path, world: World, quiet: bool):
-        enabled = world.rank == 0 and not quiet and sys.stderr.isatty()
-        self.bar = tqdm(total=total, desc="enhance", unit="file", disable=not enabled)
-        self.parts = [out_dir / PART.format(r) for r in range(1, world.size)] if enabled else []
-        self.sizes = [0] * len(self.parts)
-        self.lines = [0] * len(self.parts)
-
-    def update(self, own_rows: int) -> None:
-        for k, part in enumerate(self.parts):
-            try:
-                with open(part, "rb") as f:
-                    f.seek(self.sizes[k])
-                    chunk = f.read()
-            except OSError:
-                continue
-            self.sizes[k] += len(chunk)
-            self.lines[k] += chunk.count(b"\n")
-        self.bar.update(own_rows + sum(self.lines) - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def enhance_corpus(jobs: list[tuple[Path, Path]], options: Options, load) -> tuple[int, dict]:
     """Run the job on this rank; returns (exit code, summary: rank 0's covers every rank).
 
@@ -516,7 +371,7 @@ def enhance_corpus(jobs: list[tuple[Path, Path]], options: Options, load) -> tup
         rows = state["shard"].rows if "shard" in state else []
         if world.size == 1 and "shard" in state:
             close_part(state["shard"])
-            merge_manifest(options.output, rows, state["items"], world)
+            merge_manifest(options.output, rows, input_order(state["items"]), world)
         done = sum(r["status"] != "error" for r in rows)
         total = len(state.get("items", jobs))
         prefix = f"rank {world.rank}: " if world.size > 1 else ""
@@ -565,7 +420,7 @@ def run_rank(jobs, options: Options, enhancer, world: World, start: float, state
     barrier(world)  # every rank's part is complete
     if world.rank != 0:
         return int(any(r["status"] == "error" for r in run.rows)), {}
-    rows = merge_manifest(out_dir, run.rows, items, world)
+    rows = merge_manifest(out_dir, run.rows, input_order(items), world)
     padding, fill = batch_geometry(groups, enhancer.batch_size, chunks)
     summary = summarize(rows, time.monotonic() - start, options, world)
     summary |= {"padding_fraction": round(padding, 4), "batch_fill": round(fill, 4)}
@@ -584,10 +439,8 @@ def first_targets(items: list[Item]) -> dict[Path, Path]:
     return clashes
 
 
-def close_part(run: Shard) -> None:
-    if run.part is not None:
-        run.part.close()
-        run.part = None
+def input_order(items: list[Item]) -> dict[tuple[str, str], int]:
+    return {(str(i.source), str(i.target)): i.index for i in items}
 
 
 def summarize(rows: list[dict], wall: float, options: Options, world: World) -> dict:

@@ -16,10 +16,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from audiodiff import Enhancer
 from audiodiff.cli import main
 from audiodiff.corpus import Item, batch_geometry, chunk_frames, file_seed, length_groups, shard
+from audiodiff.jobs import World, detect_world, rank_device
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "tests" / "data" / "pairs" / "noisy").glob("*.wav")) + sorted(
@@ -148,8 +150,10 @@ def test_each_file_comes_out_as_alone_with_its_own_seed(corpus, tiny_model_dir, 
         noisy, rate = sf.read(str(small / name), dtype="float32")
         alone = enhancer(noisy, rate, seed=file_seed(0, Path(name)), steps=1)
         assert np.abs(alone - audio).max() <= 1e-5, name
-    other = enhance_json(capsys, *args[:2], str(tmp_path / "seed1"), *args[3:], "--seed", "1")
-    assert other["enhanced"] == 4
+    assert main(["enhance", *args[:2], str(tmp_path / "seed1"), *args[3:], "--seed", "1"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]  # the summary names what ran
+    assert line.startswith("4 files (4 enhanced, 0 skipped), 0 errors")
+    assert f"model {tiny_model_dir}, mode score, 1 step;" in line
     assert not np.allclose(wavs(tmp_path / "seed1")["f00.wav"], wavs(out)["f00.wav"])
 
 
@@ -179,6 +183,15 @@ def test_shards_balance_duration_and_are_deterministic(ranks):
     assert [{i.index for g in s for i in g} for s in again] == [
         {i.index for g in s for i in g} for s in shards
     ]
+
+
+def test_torchrun_environment_and_devices():
+    world = detect_world({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert world == World(rank=3, size=4, local_rank=1)
+    assert detect_world({}) == World(0, 1, 0)
+    cuda = torch.cuda.is_available()
+    assert rank_device("auto", world) == ("cuda:1" if cuda else "cpu")
+    assert rank_device("cpu", world) == "cpu" and rank_device("cuda:0", world) == "cuda:0"
 
 
 def test_shards_balance_duration_not_file_count():

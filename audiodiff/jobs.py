@@ -69,6 +69,7 @@ def signals_interrupt() -> Iterator[None]:
 
 
 def ignore_signals() -> None:
+    """While the account of an interrupted run is written: a second Ctrl-C must not break it."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
             signal.signal(signum, signal.SIG_IGN)
@@ -97,7 +98,9 @@ def process_group(world: World, device: str) -> Iterator[None]:
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.set_device(torch.device(device))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
+        dist.init_process_group("nccl", timeout=BARRIER_TIMEOUT, device_id=torch.device(device))
+    else:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
         yield
     finally:
@@ -105,6 +108,7 @@ def process_group(world: World, device: str) -> Iterator[None]:
 
 
 def barrier(world: World) -> None:
+    """Wait for every rank (nothing to wait for when alone)."""
     if world.size > 1:
         import torch.distributed as dist
 
@@ -112,6 +116,7 @@ def barrier(world: World) -> None:
 
 
 def open_part(out_dir: Path, world: World):
+    """This rank's manifest part, opened for appending; None when OUT cannot be written."""
     try:
         return open(out_dir / PART.format(world.rank), "a", encoding="utf-8")
     except OSError:

@@ -157,6 +157,27 @@ def test_each_file_comes_out_as_alone_with_its_own_seed(corpus, tiny_model_dir, 
     assert not np.allclose(wavs(tmp_path / "seed1")["f00.wav"], wavs(out)["f00.wav"])
 
 
+def test_other_settings_are_refused_and_clashing_outputs_named(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    one = str(corpus / "f00.wav")
+    assert main(["enhance", one, "-o", str(out), "--quiet"]) == 0
+    before = (out / "f00.wav").read_bytes()
+    again = ["enhance", one, "-o", str(out), "--mode", "storm", "--steps", "1", "--quiet"]
+    assert main(again) == 2  # old predictive outputs must not pass for storm ones
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out}: holds outputs made with other settings (mode ")
+    assert "--overwrite" in err and (out / "f00.wav").read_bytes() == before
+    assert main([*again, "--overwrite"]) == 0
+    assert (out / "f00.wav").read_bytes() != before
+    capsys.readouterr()
+    twin = tmp_path / "twin" / "f00.wav"  # same name, other folder: same output
+    twin.parent.mkdir()
+    shutil.copy(corpus / "f01.wav", twin)
+    summary = enhance_json(capsys, one, str(twin), "-o", str(tmp_path / "o2"))
+    assert [r["status"] for r in summary["rows"]] == ["ok", "error"]
+    assert f"is also the output of {one}" in summary["rows"][1]["error"]
+
+
 # -- planning: sharding and length groups ------------------------------------------------------
 
 

@@ -281,6 +281,12 @@ CASES = {  # name -> (arguments and what the error line must name, exit code, st
 }
 
 
+def default_sigint() -> None:
+    """A child of a background job inherits an ignored SIGINT, and audiodiff keeps it ignored
+    (as Python does): give the child the terminal's default, as Ctrl-C would find it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_output_and_interrupt_rows(case, corpus, work):
     setup, code, sig = CASES[case]
@@ -295,6 +301,7 @@ def test_bad_output_and_interrupt_rows(case, corpus, work):
         stderr=subprocess.PIPE,
         text=True,
         cwd=work,
+        preexec_fn=default_sigint,
     )
     if sig is not None:
         deadline = time.monotonic() + 120

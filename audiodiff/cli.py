@@ -12,10 +12,7 @@ import argparse
 import glob
 import json
 import sys
-import time
 from pathlib import Path
-
-from tqdm import tqdm
 
 from .cli_options import (
     OFFLINE_MODES,
@@ -57,68 +54,60 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from .audio import AudioError, read_audio, write_audio
+    """Enhance files, folders or a whole corpus (sharded when run under torchrun)."""
+    from .corpus import Options, enhance_corpus
     from .enhance import Enhancer
+    from .errors import UsageError
 
-    overrides = {
-        k: v
-        for k, v in {
-            "steps": args.steps,
-            "corrector_steps": args.corrector_steps,
-            "snr": args.snr,
-            "method": args.sampler,
-            "mode": args.mode,
-        }.items()
-        if v is not None
-    }
-    enhancer = Enhancer.from_pretrained(
-        args.model,
-        device=args.device,
-        batch_size=args.batch_size,
-        chunk_seconds=args.chunk_seconds,
-        precision=args.precision,
-    )
     out_dir = Path(args.output)
-    jobs = expand_inputs(args.inputs)
-    inputs = {p.resolve() for p, _ in jobs}
-    failures, audio_seconds, start = 0, 0.0, time.monotonic()
-    for source, relative in tqdm(jobs, desc="enhance", unit="file", disable=args.quiet):
-        target = out_dir / relative
-        try:
-            if target.resolve() in inputs:
-                raise AudioError(
-                    source, f"output {target} would overwrite an input; choose another -o"
-                )
-            audio, rate = read_audio(source)
-            enhanced = enhancer(
-                audio, rate, seed=args.seed, atten_lim_db=args.atten_lim_db, **overrides
-            )
-            write_audio(target, enhanced, rate)
-            audio_seconds += audio.shape[-1] / rate
-        except AudioError as err:
-            failures += 1
-            tqdm.write(f"error: {err}", file=sys.stderr)
-        except (ValueError, RuntimeError) as err:  # a problem the model met with this file
-            failures += 1
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            tqdm.write(f"error: {source}: {reason}", file=sys.stderr)
-    wall = time.monotonic() - start
-    summary = {
-        "files": len(jobs) - failures,
-        "failed": failures,
-        "audio_seconds": audio_seconds,
-        "wall_seconds": wall,
-        "rtf": wall / audio_seconds if audio_seconds else None,
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(out_dir, "exists and is not a folder; -o names the output folder")
+    sampler = {
+        "steps": args.steps,
+        "corrector_steps": args.corrector_steps,
+        "snr": args.snr,
+        "method": args.sampler,
+        "mode": args.mode,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        rtf = f"{summary['rtf']:.3f}" if summary["rtf"] is not None else "n/a"
-        print(
-            f"{summary['files']} files enhanced, {failures} failed, {audio_seconds:.1f} s of audio "
-            f"in {wall:.1f} s (RTF {rtf})"
+    options = Options(
+        output=out_dir,
+        model=args.model,
+        mode=args.mode or "",
+        steps=args.steps or 0,
+        overrides={k: v for k, v in sampler.items() if v is not None},
+        device=args.device,
+        seed=args.seed,
+        atten_lim_db=args.atten_lim_db,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+
+    def load(device: str) -> Enhancer:
+        return Enhancer.from_pretrained(
+            args.model,
+            device=device,
+            batch_size=args.batch_size,
+            chunk_seconds=args.chunk_seconds,
+            precision=args.precision,
         )
-    return 1 if failures else 0
+
+    code, summary = enhance_corpus(expand_inputs(args.inputs), options, load)
+    if summary:  # rank 0 of a run that finished
+        print(json.dumps(summary) if args.json else summary_line(summary))
+    return code
+
+
+def summary_line(s: dict) -> str:
+    """One line: files, hours of audio, throughput, errors, and what ran (model, mode, steps)."""
+    plural = "" if s["steps"] == 1 else "s"
+    steps = "one predictor pass" if s["mode"] == "predictive" else f"{s['steps']} step{plural}"
+    speed = f"{s['throughput']:.2f} audio s/s" if s["enhanced"] else "nothing to enhance"
+    return (
+        f"{s['files']} files ({s['enhanced']} enhanced, {s['skipped']} skipped), "
+        f"{s['failed']} errors, {s['hours']:.3f} h of audio; {s['wall_seconds']:.1f} s "
+        f"({speed}) on {s['ranks']} rank(s); model {s['model']}, mode {s['mode']}, {steps}; "
+        f"padding {100 * s['padding_fraction']:.1f}%, batch fill {100 * s['batch_fill']:.0f}%"
+    )
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -190,6 +179,9 @@ def _enhance_parser(sub) -> None:
     )
     enhance.add_argument("--json", action="store_true", help="print the summary as JSON")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
+    enhance.add_argument(
+        "--overwrite", action="store_true", help="recompute outputs that already exist"
+    )
     enhance.set_defaults(func=cmd_enhance)
 
 

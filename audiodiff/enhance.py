@@ -188,11 +188,14 @@ class Enhancer:
         waveform,
         sample_rate: int,
         *,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
         atten_lim_db: float | None = None,
         **sampler_overrides,
     ):
         """Enhance one waveform (numpy/torch, time on the last axis) or a list of them.
+
+        ``seed``: one for all, or one per item of a list; item ``i`` of a list with seed ``s_i``
+        comes out exactly as it would alone with ``seed=s_i`` (up to float rounding).
 
         ``sampler_overrides`` replace fields of the model's sampler config, e.g. ``mode="storm"``,
         ``steps=10``, ``corrector_steps=0``, ``method="ode_heun"``. ``atten_lim_db``: attenuate
@@ -209,6 +212,10 @@ class Enhancer:
         items = waveform if isinstance(waveform, (list, tuple)) else [waveform]
         converted = [_as_channels(w) for w in items]
         rows = [row for channels, _ in converted for row in channels]
+        if isinstance(seed, (list, tuple)):  # per-item seeds -> (item seed, channel) per row
+            if len(seed) != len(items):
+                raise ValueError(f"got {len(seed)} seeds for {len(items)} signals")
+            seed = [(s, c) for s, (ch, _) in zip(seed, converted) for c in range(ch.shape[0])]
         enhanced = self.enhance_rows(rows, sample_rate, settings, seed)
         if atten_lim_db is not None:
             enhanced = [limit_attenuation(e, r, atten_lim_db) for e, r in zip(enhanced, rows)]
@@ -224,9 +231,11 @@ class Enhancer:
         rows: list[torch.Tensor],
         sample_rate: int,
         settings: SamplerConfig,
-        seed: int | None = None,
+        seed: int | list[tuple[int, int]] | None = None,
     ) -> list[torch.Tensor]:
         """Mono signals (L_i,) at ``sample_rate`` -> enhanced mono signals of the same lengths.
+
+        ``seed``: an int (row r is keyed ``(seed, r)``) or one ``(seed, channel)`` key per row.
 
         Long signals are cut into overlapping chunks, enhanced independently and cross-faded, so
         memory stays flat in the length. Chunks are grouped by padded frame count (a multiple of
@@ -247,13 +256,14 @@ class Enhancer:
         for p, piece in enumerate(pieces):
             buckets.setdefault(self._padded_frames(piece[3].shape[-1]), []).append(p)
         outputs = [torch.zeros_like(w) for w in at_model_rate]
+        keys = [(seed, r) for r in range(len(rows))] if isinstance(seed, int) else seed
         for members in buckets.values():
             for start in range(0, len(members), self.batch_size):
                 batch = [pieces[p] for p in members[start : start + self.batch_size]]
                 generators = None  # one per piece, seeded by (seed, row, chunk): batching-proof
-                if seed is not None:
+                if keys is not None:
                     generators = [
-                        torch.Generator(self.device).manual_seed(hash((seed, r, k)) & 0x7FFFFFFF)
+                        torch.Generator(self.device).manual_seed(hash((*keys[r], k)) & 0x7FFFFFFF)
                         for r, _, k, _ in batch
                     ]
                 outs = self._enhance_batch([piece[3] for piece in batch], settings, generators)

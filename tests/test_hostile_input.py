@@ -153,7 +153,7 @@ ROWS = [
     ("nan-samples", ["enhance", "{in}/nan.wav", "-o", "{out}", "--model", "{in}/model"],
      1, ["nan.wav", "NaN"]),
     ("output-is-the-input-folder", ["enhance", "{in}/good.wav", "-o", "{in}",
-     "--model", "{in}/model"], 1, ["good.wav", "overwrite"]),
+     "--model", "{in}/model"], 2, ["-o", "good.wav", "overwrite"]),
     ("unknown-config-key", ["enhance", "{in}/good.wav", "-o", "{out}",
      "--model", "{in}/unknown_key"], 1, [CONFIG_FILE, "bogus"]),
     ("missing-model", ["enhance", "{in}/good.wav", "-o", "{out}", "--model", "{in}/nowhere"],
@@ -181,7 +181,12 @@ def test_bad_input_is_one_line_and_touches_nothing(argv, code, words, inputs, tm
     assert all(word in err[0] for word in words), (words, err[0])
     assert "Traceback" not in err[0]
     assert tree_hash(inputs) == before  # inputs unchanged, nothing written among them
-    assert not out.exists() or not any(out.rglob("*"))  # no output, partial or temp file
+    # no output, partial or temp file: at most enhance's report of the failed files
+    written = {p.name for p in out.rglob("*")} if out.exists() else set()
+    assert written <= {"manifest.jsonl", ".enhance-settings.json"}, written
+    if written:
+        rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        assert rows and all(row["status"] == "error" for row in rows)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import DEFAULT_MODEL
 from .audio import read_audio, write_audio
@@ -46,7 +47,10 @@ def run_demo(
             wall[mode] += time.perf_counter() - start
             write_audio(out_dir / mode / name, enhanced, rate)
             results[name][mode] = compute_metrics(clean[0], enhanced[0], rate)
-    print(f"wrote {out_dir}/<mode>/<file>; real-time factor on {enhancer.device.type}: ", end="")
+    device = enhancer.device.type
+    if device == "cpu":
+        device = f"cpu, {torch.get_num_threads()} thread(s), wall clock: busy cores slow it"
+    print(f"wrote {out_dir}/<mode>/<file>; real-time factor ({device}): ", end="")
     print(", ".join(f"{mode} {wall[mode] / audio_seconds:.2f}" for mode in modes))
     print(f"\n{'against the clean reference':<34} {'PESQ':>6} {'ESTOI':>6} {'SI-SDR':>9}")
     for system in ("noisy", *modes):

@@ -123,6 +123,8 @@ def reference_rows(plan) -> list[dict]:
         pair = reference_pair(plan.reference_preset, plan.device, plan.seed)
     except Exception as err:  # noqa: BLE001 - any failure to import or build it is reported
         reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        if isinstance(err, ModuleNotFoundError):
+            reason = f"{err.name} is not installed: pip install --no-deps sgmse==0.1.2"
         return [{"kind": "reference", "preset": plan.reference_preset, "error": reason}]
     return [
         reference_row(plan, pair, nfe, batch)

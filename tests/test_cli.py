@@ -80,8 +80,9 @@ def test_refuses_to_overwrite_an_input(tmp_path, tiny_model_dir, capsys):
             "--quiet",
         ]
     )
-    assert code == 1 and "overwrite" in capsys.readouterr().err
+    assert code == 2 and "overwrite" in capsys.readouterr().err  # refused as a usage error
     assert (tmp_path / "a.wav").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]  # nothing written, no manifest
 
 
 def test_attenuation_limit_option(tmp_path, capsys):

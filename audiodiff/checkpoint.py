@@ -33,7 +33,7 @@ def build_model(config: ModelConfig) -> ScoreModel | PredictiveModel | StoRM:
     score = predictor = None
     if config.backbone is not None:
         sde = build_sde(config.sde)
-        score = ScoreModel(build_backbone(config.backbone), sde, config.output_scaling)
+        score = ScoreModel(build_backbone(config.backbone), sde, config.parametrisation)
     if config.predictor is not None:
         predictor = PredictiveModel(build_backbone(config.predictor))
     if score is not None and predictor is not None:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .losses import LOSS_WEIGHTINGS
+from .models import Parametrisation
 from .nets import PRESETS, NCSNppConfig
 from .sdes import build_sde
 from .spec import SpecConfig
 
-SAMPLERS = ("pc", "ode_euler", "ode_heun")
+SB_SAMPLERS = ("sb_ode", "sb_sde")  # Schrödinger-bridge sampler (sample_sb), ODE / SDE form
+SAMPLERS = ("pc", "ode_euler", "ode_heun", *SB_SAMPLERS)
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
-MODEL_KINDS = ("score", "storm", "predictive")
+MODEL_KINDS = ("score", "storm", "predictive", "bridge")
 # which inference modes each kind of model can run; the first is its default
 MODES = {
     "score": ("score",),
     "storm": ("storm", "predictive", "score"),
     "predictive": ("predictive",),
+    "bridge": ("bridge",),
 }
+ALL_MODES = ("storm", "predictive", "score", "bridge")
 
 
 def _strict_kwargs(cls, d: dict, what: str) -> dict:
@@ -31,7 +36,9 @@ def _strict_kwargs(cls, d: dict, what: str) -> dict:
 class SamplerConfig:
     """Default inference settings (SGMSE+: PC, 30 steps, one corrector step, r = 0.5).
 
-    ``mode`` is ``storm``, ``score`` or ``predictive``; None means the model kind's default.
+    ``mode`` is ``storm``, ``score``, ``predictive`` or ``bridge``; None means the model kind's
+    default. ``method`` ``sb_ode`` / ``sb_sde`` is the Schrödinger-bridge sampler (bridge models
+    only): ``steps`` network calls on ``steps + 1`` grid times from T to ``t_eps``.
     """
 
     mode: str | None = None
@@ -47,8 +54,8 @@ class SamplerConfig:
             raise ValueError(f"sampler method must be one of {SAMPLERS}, got {self.method!r}")
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {PREDICTORS}, got {self.predictor!r}")
-        if self.mode is not None and self.mode not in MODES["storm"]:
-            raise ValueError(f"mode must be one of {MODES['storm']}, got {self.mode!r}")
+        if self.mode is not None and self.mode not in ALL_MODES:
+            raise ValueError(f"mode must be one of {ALL_MODES}, got {self.mode!r}")
         if self.steps < 0 or self.corrector_steps < 0 or self.snr <= 0 or not 0 < self.t_eps < 1:
             raise ValueError("need steps >= 0, corrector_steps >= 0, snr > 0 and 0 < t_eps < 1")
 
@@ -70,6 +77,12 @@ def _network_config(spec) -> NCSNppConfig | None:
     return NCSNppConfig.from_dict({**base, **{k: v for k, v in spec.items() if k != "preset"}})
 
 
+_PARAMETRISATION_FIELDS = (
+    "loss_type", "network_scaling", "c_in", "c_skip", "c_out", "sigma_data", "loss_weighting",
+    "l1_weight",
+)  # fmt: skip
+
+
 def _default_sde() -> dict:
     return {"name": "ouve", "theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5, "T": 1.0}
 
@@ -79,8 +92,15 @@ class ModelConfig:
     """Architecture, SDE, STFT and sampler defaults of one model (stored as config.json).
 
     ``kind`` is ``score`` (SGMSE+: ``backbone`` is the score network, 4 input channels),
-    ``predictive`` (``predictor`` alone: no time input, 2 input channels) or ``storm`` (both; the
-    score network sees [x_t, y, Ŷ], 6 input channels).
+    ``predictive`` (``predictor`` alone: no time input, 2 input channels), ``storm`` (both; the
+    score network sees [x_t, y, Ŷ], 6 input channels) or ``bridge`` (Schrödinger bridge: SB-VE
+    SDE, ``backbone`` predicts x̂0 from [x_t, y], sampled with ``sb_ode`` / ``sb_sde``).
+
+    The parametrisation (see :mod:`audiodiff.models`): ``loss_type``, ``network_scaling``,
+    ``c_in``, ``c_skip``, ``c_out``, ``sigma_data``; training-only: ``loss_weighting`` (λ of the
+    denoiser loss) and ``l1_weight`` (time-domain term of the data-prediction loss). The
+    defaults are the 2023 SGMSE+ network; ``output_scaling`` in older config files is read as
+    ``network_scaling``.
     """
 
     kind: str = "score"
@@ -89,19 +109,66 @@ class ModelConfig:
     sde: dict = field(default_factory=_default_sde)
     spec: SpecConfig = field(default_factory=SpecConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    output_scaling: str = "1/t"
+    loss_type: str = "score_matching"
+    network_scaling: str | None = "1/t"
+    c_in: str = "1"
+    c_skip: str = "0"
+    c_out: str = "-1"
+    sigma_data: float = 0.1
+    loss_weighting: str = "sigma^2"
+    l1_weight: float = 0.001
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        needs = {"score": ("backbone",), "predictive": ("predictor",)}.get(
-            self.kind, ("backbone", "predictor")
-        )
+        needs = {"score": ("backbone",), "predictive": ("predictor",), "bridge": ("backbone",)}
         for name in ("backbone", "predictor"):
-            self._check_network(name, getattr(self, name), name in needs)
+            required = name in needs.get(self.kind, ("backbone", "predictor"))
+            self._check_network(name, getattr(self, name), required)
         if self.sampler.mode is not None and self.sampler.mode not in MODES[self.kind]:
             raise ValueError(f"a {self.kind!r} model cannot run mode {self.sampler.mode!r}")
         build_sde(self.sde)  # validates name and parameters
+        _ = self.parametrisation  # validates the choices
+        self._check_combination()
+
+    @property
+    def parametrisation(self) -> Parametrisation:
+        return Parametrisation(
+            self.loss_type, self.network_scaling, self.c_in, self.c_skip, self.c_out,
+            self.sigma_data,
+        )  # fmt: skip
+
+    def _check_combination(self) -> None:
+        """Pairs of settings that cannot work, one line each."""
+        bridge, loss, method = self.kind == "bridge", self.loss_type, self.sampler.method
+        if bridge != (self.sde.get("name") == "sbve"):
+            raise ValueError(
+                f"sde {self.sde.get('name')!r} cannot drive a {self.kind!r} model "
+                "(the Schrödinger-bridge sde 'sbve' is for kind 'bridge' only)"
+            )
+        if bridge != (loss == "data_prediction"):
+            raise ValueError(
+                f"loss_type {loss!r} does not fit a {self.kind!r} model "
+                "('data_prediction' is the objective of kind 'bridge' only)"
+            )
+        if bridge != (method in SB_SAMPLERS):
+            raise ValueError(
+                f"sampler method {method!r} cannot sample a {self.kind!r} model "
+                f"(bridge models use {SB_SAMPLERS}, the others not)"
+            )
+        if self.kind == "storm" and loss != "score_matching":
+            raise ValueError(
+                f"a 'storm' model trains with loss_type 'score_matching', not {loss!r}"
+            )
+        if self.loss_weighting not in LOSS_WEIGHTINGS[loss]:
+            raise ValueError(
+                f"loss_weighting for {loss!r} must be one of "
+                f"{LOSS_WEIGHTINGS[loss]}, got {self.loss_weighting!r}"
+            )
+        if loss == "denoiser" and (self.c_skip, self.c_out) != ("0", "1"):
+            raise ValueError("loss_type 'denoiser' uses neither c_skip nor c_out: keep '0' / '1'")
+        if not self.l1_weight >= 0:
+            raise ValueError(f"l1_weight must be >= 0, got {self.l1_weight!r}")
 
     def _check_network(self, name: str, net: NCSNppConfig | None, needed: bool) -> None:
         if (net is not None) != needed:
@@ -134,11 +201,16 @@ class ModelConfig:
             "sde": dict(self.sde),
             "spec": self.spec.to_dict(),
             "sampler": dataclasses.asdict(self.sampler),
-            "output_scaling": self.output_scaling,
+            **{name: getattr(self, name) for name in _PARAMETRISATION_FIELDS},
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        if "output_scaling" in d:  # the name of network_scaling in config files before 0.2
+            legacy = d.pop("output_scaling")
+            if d.setdefault("network_scaling", legacy) != legacy:
+                raise ValueError("give network_scaling or (older) output_scaling, not both")
         d = _strict_kwargs(cls, d, "model")
         for name in ("backbone", "predictor"):
             if name in d:

@@ -1,22 +1,35 @@
-"""Score model: the one wrapper that turns a backbone into the score s_θ(x_t, y, t) of SGMSE+.
+"""The one network wrapper: backbone -> score s_θ(x_t, y, t) or clean estimate x̂0.
 
-Richter et al. 2023, Eq. (7)-(9): the network sees the current state x_t and the conditioning
-spectrogram(s) stacked as real/imaginary channels, and the score is
+Richter et al. 2023, Eq. (7)-(9) and Richter, de Oliveira, Gerkmann 2024 ("Investigating training
+objectives"), Eqs. (7)-(12): the network sees the current state x_t and the conditioning
+spectrogram(s) stacked as real/imaginary channels, with named coefficients around it::
 
-    s_θ(x_t, y, t) = −c_out(t) · DNN([x_t, y], t),
+    F = DNN(c_in(t)·[x_t, y], t) · s(t)          s = 1/t, 1/σ(t) or 1 (``network_scaling``)
+    score_matching:  s_θ = c_skip(t)·x_t + c_out(t)·F
+    denoiser:        s_θ = (F − x_t) / σ(t)²      (F is the denoised estimate D_θ)
+    data_prediction: x̂0  = c_skip(t)·x_t + c_out(t)·F
 
-where the reference scales the features entering the last 1×1 projection by c_out(t) = 1/t (its
-``scale_by_sigma`` applied to time_cond = t). ``output_scaling="1/sigma"`` uses 1/σ(t) instead.
+The SGMSE+ network of 2023 (sgmse ``ncsnpp``, ``ncsnpp_48k``) is score_matching with s = 1/t and
+c_out = −1 (its forward returns −DNN); where the backbone applies s (to the features entering its
+last 1×1 projection, or after it) is a backbone setting (``NCSNppConfig.out_scale_at``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .tensors import append_dims, complex_randn
+from .losses import score_matching_loss
+from .tensors import append_dims
 
-OUTPUT_SCALINGS = ("1/t", "1/sigma")
+LOSS_TYPES = ("score_matching", "denoiser", "data_prediction")
+NETWORK_SCALINGS = (None, "1/t", "1/sigma")
+C_IN = ("1", "edm")
+C_SKIP = ("0", "edm")
+C_OUT = ("1", "-1", "sigma", "1/sigma", "edm")  # "-1": the 2023 SGMSE+ sign convention
+__all__ = ["LOSS_TYPES", "Parametrisation", "ScoreModel", "score_matching_loss"]
 
 
 def complex_to_channels(z: torch.Tensor) -> torch.Tensor:
@@ -35,56 +48,92 @@ def channels_to_complex(h: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(parts.float())  # (B, C, F, T)
 
 
-class ScoreModel(nn.Module):
-    """s_θ(x_t, cond, t) for a time-conditional backbone with 2·(1 + C_cond) input channels.
+@dataclass(frozen=True)
+class Parametrisation:
+    """What the wrapper returns and the coefficients around the backbone (choices as sgmse
+    0.1.2's ``ScoreModel``; the defaults are the 2023 SGMSE+ network)."""
 
-    ``cond``: conditioning spectrogram(s), (B, C_cond, F, T) complex: y (SGMSE+), [y, Ŷ] (StoRM).
+    loss_type: str = "score_matching"
+    network_scaling: str | None = "1/t"
+    c_in: str = "1"
+    c_skip: str = "0"
+    c_out: str = "-1"
+    sigma_data: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, choices in (
+            ("loss_type", LOSS_TYPES),
+            ("network_scaling", NETWORK_SCALINGS),
+            ("c_in", C_IN),
+            ("c_skip", C_SKIP),
+            ("c_out", C_OUT),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if not self.sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {self.sigma_data!r}")
+
+
+class ScoreModel(nn.Module):
+    """s_θ(x_t, cond, t) (or x̂0) for a time-conditional backbone with 2·(1 + C_cond) inputs.
+
+    ``cond``: conditioning spectrogram(s), (B, C_cond, F, T) complex: y (SGMSE+, bridge), [y, Ŷ]
+    (StoRM). See the module docstring for the formulas.
     """
 
-    def __init__(self, backbone: nn.Module, sde, output_scaling: str = "1/t"):
+    def __init__(self, backbone: nn.Module, sde, param: Parametrisation | None = None):
         super().__init__()
-        if output_scaling not in OUTPUT_SCALINGS:
-            raise ValueError(
-                f"output_scaling must be one of {OUTPUT_SCALINGS}, got {output_scaling!r}"
-            )
         self.backbone = backbone
         self.sde = sde
-        self.output_scaling = output_scaling
+        self.param = param if param is not None else Parametrisation()
+
+    def network_scale(self, t: torch.Tensor) -> torch.Tensor | None:
+        """s(t), (B,), applied by the backbone; None for no scaling."""
+        scaling = self.param.network_scaling
+        if scaling is None:
+            return None
+        return 1.0 / (t if scaling == "1/t" else self.sde.marginal_std(t))
+
+    def c_in(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,): 1, or 1/sqrt(σ² + σ_data²) (EDM)."""
+        if self.param.c_in == "1":
+            return torch.ones_like(t)
+        return torch.rsqrt(self.sde.marginal_std(t) ** 2 + self.param.sigma_data**2)
+
+    def c_skip(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,): 0, or σ_data² / (σ² + σ_data²) (EDM)."""
+        if self.param.c_skip == "0":
+            return torch.zeros_like(t)
+        return self.param.sigma_data**2 / (self.sde.marginal_std(t) ** 2 + self.param.sigma_data**2)
 
     def c_out(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-example output scale, (B,)."""
-        return 1.0 / (t if self.output_scaling == "1/t" else self.sde.marginal_std(t))
+        """(B,): ±1, σ, 1/σ, or σ·σ_data / sqrt(σ² + σ_data²) (EDM)."""
+        name, sigma_data = self.param.c_out, self.param.sigma_data
+        if name in ("1", "-1"):
+            return torch.full_like(t, float(name))
+        sigma = self.sde.marginal_std(t)
+        if name == "edm":
+            return sigma * sigma_data * torch.rsqrt(sigma**2 + sigma_data**2)
+        return sigma if name == "sigma" else 1.0 / sigma
 
     def forward(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t: (B, 1, F, T) complex, cond: (B, C_cond, F, T), t: (B,) -> score (B, 1, F, T)."""
+        """x_t: (B, 1, F, T) complex, cond: (B, C_cond, F, T), t: (B,) -> (B, 1, F, T)."""
         net_in = complex_to_channels(torch.cat([x_t, cond], dim=1))  # (B, 2(1 + C_cond), F, T)
-        out = self.backbone(net_in, t, out_scale=self.c_out(t))  # (B, 2, F, T)
-        return -channels_to_complex(out)
+        if self.param.c_in != "1":
+            net_in = net_in * append_dims(self.c_in(t), net_in.ndim)
+        out = self.backbone(net_in, t, out_scale=self.network_scale(t))  # (B, 2, F, T)
+        return self.combine(x_t, channels_to_complex(out), t)
 
-
-def score_matching_loss(
-    model: ScoreModel,
-    x0: torch.Tensor,
-    y: torch.Tensor,
-    cond: torch.Tensor,
-    *,
-    t_eps: float = 0.03,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Denoising score matching (Richter et al. 2023, Eq. 7): ½‖σ(t)·s_θ(x_t, cond, t) + z‖².
-
-    Returns per-example losses (B,).
-
-    x0: clean (B, 1, F, T); y: the SDE's mean target (y for SGMSE+, Ŷ for StoRM); t ~ U[t_eps, T].
-    """
-    sde = model.sde
-    u = torch.rand(x0.shape[0], generator=generator, device=x0.device)
-    t = t_eps + (sde.T - t_eps) * u
-    mean, std = sde.marginal_prob(x0, y, t)
-    z = complex_randn(tuple(x0.shape), generator=generator, device=x0.device)
-    sigma = append_dims(std, x0.ndim)
-    score = model(mean + sigma * z, cond, t)
-    return 0.5 * (sigma * score + z).abs().square().flatten(1).sum(dim=1)
+    def combine(self, x_t: torch.Tensor, f: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The wrapper's output from the (scaled) network output F, both (B, 1, F, T)."""
+        if self.param.loss_type == "denoiser":
+            return (f - x_t) / append_dims(self.sde.marginal_std(t), f.ndim) ** 2
+        if self.param.c_out == "-1" and self.param.c_skip == "0":
+            return -f  # the 2023 SGMSE+ network, exactly as before
+        out = append_dims(self.c_out(t), f.ndim) * f
+        if self.param.c_skip != "0":
+            out = out + append_dims(self.c_skip(t), f.ndim) * x_t
+        return out
 
 
 class PredictiveModel(nn.Module):

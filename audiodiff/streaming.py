@@ -118,14 +118,18 @@ def frame_score(
     x: (B, 1, F, T) complex, cond: (B, C, F, T) complex, t: (B, T) -> score (B, 1, F, T).
     A model with its own ``frame_score`` method is used as is. For a :class:`ScoreModel` over
     NCSN++, every residual block's time bias ``proj(temb(t))`` is computed per frame (averaged
-    over the frames a coarser level merges) and ``c_out(t)`` is applied per frame, exactly: the
-    final 1x1 projection is affine, W(c·h) + b = c·(Wh + b - b) + b. With a constant t this
-    equals ``score_model(x, cond, t[:, 0])`` up to rounding.
+    over the frames a coarser level merges) and the network scaling s(t) is applied per frame,
+    exactly: the final 1x1 projection is affine, W(c·h) + b = c·(Wh + b - b) + b. With a
+    constant t this equals ``score_model(x, cond, t[:, 0])`` up to rounding. Only the plain
+    score parametrisation (c_in 1, c_skip 0, c_out ±1) is supported.
     """
     if hasattr(score_model, "frame_score"):
         return score_model.frame_score(x, cond, t)
     backbone = getattr(score_model, "backbone", None)
-    if backbone is None or not _install_frame_time_hooks(backbone):
+    param = getattr(score_model, "param", None)
+    plain = param is not None and param.loss_type == "score_matching" and param.c_in == "1"
+    plain = plain and param.c_skip == "0" and param.c_out in ("1", "-1")
+    if not plain or backbone is None or not _install_frame_time_hooks(backbone):
         raise TypeError(f"{type(score_model).__name__} cannot take one diffusion time per frame")
     batch, frames = t.shape
     net_in = complex_to_channels(torch.cat([x, cond], dim=1))  # (B, 2(1 + C), F, T)
@@ -134,10 +138,16 @@ def frame_score(
         out = backbone(net_in, t.mean(dim=1))  # (B, 2, F, T); the global time bias is zeroed
     finally:
         _FRAME_TIME.temb = None
-    bias = backbone.output_proj.bias
-    bias = 0.0 if bias is None else bias[None, :, None, None]
-    scale = score_model.c_out(t.reshape(-1)).reshape(batch, 1, 1, frames)
-    return -channels_to_complex(scale * (out - bias) + bias)
+    scale = score_model.network_scale(t.reshape(-1))
+    if scale is not None:
+        scale = scale.reshape(batch, 1, 1, frames)
+        if backbone.config.out_scale_at == "output":
+            out = scale * out
+        else:
+            bias = backbone.output_proj.bias
+            bias = 0.0 if bias is None else bias[None, :, None, None]
+            out = scale * (out - bias) + bias
+    return -channels_to_complex(out) if param.c_out == "-1" else channels_to_complex(out)
 
 
 # ---------------------------------------------------------------------------------------------

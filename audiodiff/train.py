@@ -40,10 +40,9 @@ LAST = "last.ckpt"
 # -- building blocks (the edge: everything is constructed here and passed in) ----------------
 
 
-def _score_loss(model, x0, y, *, generator=None, t_eps: float):
-    from .models import score_matching_loss
-
-    return score_matching_loss(model, x0, y, y, t_eps=t_eps, generator=generator)
+def _diffusion_loss(model, x0, y, *, generator=None, loss, **settings):
+    """A diffusion objective with mean target and conditioning y (SGMSE+, bridge)."""
+    return loss(model, x0, y, y, generator=generator, **settings)
 
 
 def _predictive_loss(model, x0, y, *, generator=None, loss):
@@ -53,19 +52,29 @@ def _predictive_loss(model, x0, y, *, generator=None, loss):
 def make_loss(recipe: Recipe, spectrogram):
     """The recipe's loss as ``loss_fn(model, x0, y, generator=g) -> (B,)``.
 
-    score: DSM with mean target and conditioning y; storm: α·L_pred + (1 − α)·DSM; predictive:
-    L_pred. L_pred = ½‖Ŷ − x‖² (+ ``spectral_weight`` · multi-scale spectral loss).
+    score: the model's ``loss_type`` (score matching, or the denoiser loss with its
+    ``loss_weighting``); bridge: the data-prediction loss (+ ``l1_weight`` time-domain L1);
+    storm: α·L_pred + (1 − α)·DSM; predictive: L_pred. L_pred = ½‖Ŷ − x‖²
+    (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T].
     """
+    from .losses import DataPredictionLoss, denoiser_loss, score_matching_loss
     from .models import PredictiveLoss, predictive_mse_loss, storm_loss
 
-    train, kind, t_eps = recipe.train, recipe.model.kind, recipe.model.sampler.t_eps
+    train, model = recipe.train, recipe.model
+    t_eps = train.t_eps if train.t_eps is not None else model.sampler.t_eps
     predictive = predictive_mse_loss
     if train.spectral_weight:
         predictive = PredictiveLoss(spectrogram, 1.0, train.spectral_weight)
-    if kind == "score":
-        return partial(_score_loss, t_eps=t_eps)
-    if kind == "predictive":
+    if model.kind == "predictive":
         return partial(_predictive_loss, loss=predictive)
+    if model.kind == "bridge":
+        loss = DataPredictionLoss(spectrogram, model.l1_weight)
+        return partial(_diffusion_loss, loss=loss, t_eps=t_eps)
+    if model.kind == "score" and model.loss_type == "denoiser":
+        weighting = {"weighting": model.loss_weighting, "sigma_data": model.sigma_data}
+        return partial(_diffusion_loss, loss=denoiser_loss, t_eps=t_eps, **weighting)
+    if model.kind == "score":
+        return partial(_diffusion_loss, loss=score_matching_loss, t_eps=t_eps)
     return partial(
         storm_loss,
         alpha=train.alpha,

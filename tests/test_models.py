@@ -2,6 +2,7 @@ import torch
 from torch import nn
 
 from audiodiff.models import (
+    Parametrisation,
     ScoreModel,
     channels_to_complex,
     complex_to_channels,
@@ -45,7 +46,7 @@ def test_score_is_negated_network_output_with_1_over_t_scaling():
     assert torch.allclose(scale, 1 / t)
     expected = -channels_to_complex(backbone.proj(net_in * (1 / t)[:, None, None, None]))
     assert torch.allclose(score, expected)
-    sigma_model = ScoreModel(backbone, sde, output_scaling="1/sigma")
+    sigma_model = ScoreModel(backbone, sde, Parametrisation(network_scaling="1/sigma"))
     sigma_model(x, y, t)
     assert torch.allclose(backbone.seen[2], 1 / sde.marginal_std(t))
 

@@ -2,9 +2,16 @@
 
 A U-Net over complex spectrograms stacked as real channels (B, C, F, T): BigGAN-style residual
 blocks with FIR resampling, self-attention at selected frequency resolutions and in the
-bottleneck, a progressive input pyramid ('input_skip', summed in after every downsampling) and a
-progressive output pyramid ('output_skip', summed across levels), then a final 1x1 projection.
-Weight-compatible with ``sgmse.backbones.ncsnpp.NCSNpp`` via ``convert_reference_state_dict``.
+bottleneck, an optional progressive input pyramid ('input_skip', summed in after every
+downsampling) and an optional progressive output pyramid ('output_skip', summed across levels;
+without it a single norm-swish-conv head closes the decoder), then a final 1x1 projection.
+
+The three backbones of sgmse 0.1.2 are configurations of this one network (see ``PRESETS``):
+``ncsnpp`` (both pyramids, output scale applied to the features entering the 1x1 projection),
+``ncsnpp_v2`` (same layers; any output scale applies after the projection) and ``ncsnpp_48k``
+(no pyramids, no attention outside the bottleneck, scale after the projection, 768 bins). All
+three embed log t with Gaussian Fourier features and take [x, y] as interleaved real/imaginary
+channels. Weight-compatible with them via ``convert_reference_state_dict``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from audiodiff.nets.layers import (
 from audiodiff.tensors import append_dims
 
 _TUPLE_FIELDS = ("ch_mult", "attn_resolutions", "fir_kernel")
+OUT_SCALE_AT = ("features", "output")  # where NCSNpp.forward applies its out_scale
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,9 @@ class NCSNppConfig:
     fourier_scale: float = 16.0
     fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
     dropout: float = 0.0
+    input_skip: bool = True  # progressive input pyramid (reference progressive_input)
+    output_skip: bool = True  # progressive output pyramid (reference progressive)
+    out_scale_at: str = "features"  # "features": before the final 1x1 projection; "output": after
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:  # accept lists (e.g. from YAML) but store tuples
@@ -113,7 +124,9 @@ def _validate(cfg: NCSNppConfig) -> None:
         cfg.num_freqs % cfg.downsampling_factor == 0,
         f"num_freqs={cfg.num_freqs} is not divisible by 2**(len(ch_mult)-1)",
     )
-    _check(isinstance(cfg.time_conditional, bool), "time_conditional must be a bool")
+    for name in ("time_conditional", "input_skip", "output_skip"):
+        _check(isinstance(getattr(cfg, name), bool), f"{name} must be a bool")
+    _check(cfg.out_scale_at in OUT_SCALE_AT, f"out_scale_at must be one of {OUT_SCALE_AT}")
     _check(
         _is_real(cfg.fourier_scale) and cfg.fourier_scale > 0,
         f"fourier_scale must be > 0, got {cfg.fourier_scale!r}",
@@ -164,6 +177,18 @@ def _skip_channels(cfg: NCSNppConfig) -> list[int]:
 PRESETS: dict[str, NCSNppConfig] = {
     # SGMSE+ (Richter et al. 2023): the score SDE NCSN++ at 256 frequency bins.
     "ncsnpp": NCSNppConfig(),
+    # sgmse's ncsnpp_v2 ("Investigating training objectives", Richter et al. 2024): the same
+    # layers; the wrapper's network scaling (if any) divides the projected output.
+    "ncsnpp_v2": NCSNppConfig(out_scale_at="output"),
+    # sgmse's ncsnpp_48k (EARS, Richter et al. 2024): no pyramids, attention only in the
+    # bottleneck, 1/t after the output projection, 768 bins (n_fft 1534).
+    "ncsnpp_48k": NCSNppConfig(
+        attn_resolutions=(),
+        input_skip=False,
+        output_skip=False,
+        out_scale_at="output",
+        num_freqs=768,
+    ),
     # StoRM's "NCSN++M" (Lemercier et al. 2023): 4 levels, 1 block per level, attention only in
     # the bottleneck (the smallest level has 32 bins, so no level matches a 16-bin resolution).
     "ncsnpp_m": NCSNppConfig(ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=()),
@@ -174,7 +199,7 @@ PRESETS: dict[str, NCSNppConfig] = {
 
 class DownLevel(nn.Module):
     """One encoder resolution: residual blocks (+ attention), then a downsampling residual block
-    with the progressive input pyramid summed in through a 1x1 conv."""
+    with the progressive input pyramid (if configured) summed in through a 1x1 conv."""
 
     def __init__(self, cfg: NCSNppConfig, level: int, in_ch: int, temb_dim: int | None):
         super().__init__()
@@ -190,8 +215,9 @@ class DownLevel(nn.Module):
         self.pyramid_down: FIRDownsample | None = None
         if level != cfg.num_levels - 1:
             self.downsample = _block(cfg, width, width, temb_dim, resample="down")
-            self.input_skip = conv2d(cfg.in_channels, width, 1)
-            self.pyramid_down = FIRDownsample(cfg.fir_kernel)
+            if cfg.input_skip:
+                self.input_skip = conv2d(cfg.in_channels, width, 1)
+                self.pyramid_down = FIRDownsample(cfg.fir_kernel)
 
     def forward(
         self, h: Tensor, pyramid: Tensor, temb: Tensor | None, skips: list[Tensor]
@@ -204,8 +230,9 @@ class DownLevel(nn.Module):
             skips.append(h)
         if self.downsample is not None:
             h = self.downsample(h, temb)
-            pyramid = self.pyramid_down(pyramid)  # (B, C_in, H, W) -> (B, C_in, H/2, W/2)
-            h = h + self.input_skip(pyramid)
+            if self.input_skip is not None:
+                pyramid = self.pyramid_down(pyramid)  # (B, C_in, H, W) -> (B, C_in, H/2, W/2)
+                h = h + self.input_skip(pyramid)
             skips.append(h)
         return h, pyramid
 
@@ -225,7 +252,7 @@ class MidBlock(nn.Module):
 
 class UpLevel(nn.Module):
     """One decoder resolution: residual blocks over [h, skip] concatenations (+ attention), the
-    output-pyramid head, then an upsampling residual block."""
+    output-pyramid head (if configured), then an upsampling residual block."""
 
     def __init__(
         self, cfg: NCSNppConfig, level: int, in_ch: int, skip_chs: list[int], temb_dim: int | None
@@ -237,12 +264,12 @@ class UpLevel(nn.Module):
             self.blocks.append(_block(cfg, in_ch + skip_ch, width, temb_dim))
             in_ch = width
         self.attn = SelfAttention2d(width) if cfg.level_has_attention(level) else None
-        self.output_skip = OutputSkipHead(width, cfg.in_channels)
+        self.output_skip = OutputSkipHead(width, cfg.in_channels) if cfg.output_skip else None
         self.upsample: ResnetBlockBigGAN | None = None
         self.pyramid_up: FIRUpsample | None = None
         if level != 0:
             self.upsample = _block(cfg, width, width, temb_dim, resample="up")
-        if level != cfg.num_levels - 1:
+        if level != cfg.num_levels - 1 and cfg.output_skip:
             self.pyramid_up = FIRUpsample(cfg.fir_kernel)
 
     def forward(
@@ -253,11 +280,12 @@ class UpLevel(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), temb)  # concat along channels
         if self.attn is not None:
             h = self.attn(h)
-        head = self.output_skip(h)
-        if self.pyramid_up is None:  # coarsest level starts the pyramid
-            pyramid = head
-        else:
-            pyramid = self.pyramid_up(pyramid) + head  # (B, C_in, H/2, W/2) -> (B, C_in, H, W)
+        if self.output_skip is not None:
+            head = self.output_skip(h)
+            if self.pyramid_up is None:  # coarsest level starts the pyramid
+                pyramid = head
+            else:  # (B, C_in, H/2, W/2) -> (B, C_in, H, W)
+                pyramid = self.pyramid_up(pyramid) + head
         if self.upsample is not None:
             h = self.upsample(h, temb)
         return h, pyramid
@@ -299,6 +327,8 @@ class NCSNpp(nn.Module):
             up_levels.append(UpLevel(cfg, level, in_ch, level_skips, temb_dim))
             in_ch = cfg.nf * cfg.ch_mult[level]
         self.up = nn.ModuleList(reversed(up_levels))  # index by level, like ``down``
+        # Without the output pyramid, one norm-swish-conv head maps the decoder to C_in channels.
+        self.output_head = None if cfg.output_skip else OutputSkipHead(in_ch, cfg.in_channels)
 
         # PyTorch default init, as the reference's plain nn.Conv2d output layer.
         self.output_proj = nn.Conv2d(cfg.in_channels, cfg.out_channels, 1)
@@ -309,7 +339,8 @@ class NCSNpp(nn.Module):
         """x: (B, in_channels, F, T) real, F and T divisible by 2**(len(ch_mult)-1);
         t: (B,) diffusion time (embedded as Fourier features of log t), None iff not
         time_conditional; out_scale: (B,) or None - multiplies the features entering the final
-        1x1 projection (this is where the reference applies its 1/t); None means 1.
+        1x1 projection (``out_scale_at="features"``, where sgmse's ncsnpp applies its 1/t) or the
+        projected output (``"output"``, as ncsnpp_48k and ncsnpp_v2); None means 1.
         Returns (B, out_channels, F, T) real."""
         self._check_inputs(x, t, out_scale)
         temb = self.time_embed(t) if self.time_embed is not None else None
@@ -324,9 +355,15 @@ class NCSNpp(nn.Module):
         out: Tensor | None = None
         for stage in reversed(self.up):
             h, out = stage(h, out, temb, skips)
-        if out_scale is not None:
-            out = out * append_dims(out_scale.to(out.dtype), out.ndim)  # (B,) -> (B, 1, 1, 1)
-        return self.output_proj(out)
+        if self.output_head is not None:
+            out = self.output_head(h)
+        scale = None if out_scale is None else append_dims(out_scale.to(out.dtype), out.ndim)
+        if scale is not None and self.config.out_scale_at == "features":
+            out = out * scale  # (B,) -> (B, 1, 1, 1)
+        out = self.output_proj(out)
+        if scale is not None and self.config.out_scale_at == "output":
+            out = out * scale
+        return out
 
     def _check_inputs(self, x: Tensor, t: Tensor | None, out_scale: Tensor | None) -> None:
         cfg = self.config
@@ -360,139 +397,3 @@ def build_backbone(spec: str | NCSNppConfig | Mapping[str, Any], **overrides: An
     else:
         raise TypeError(f"spec must be a preset name, NCSNppConfig or dict, got {type(spec)}")
     return NCSNpp(NCSNppConfig.from_dict({**base, **overrides}))
-
-
-# --------------------------------------------------------------------------------------------
-# Conversion of reference (sgmse) checkpoints
-
-_RESBLOCK_NAMES = {
-    "GroupNorm_0": "norm1",
-    "Conv_0": "conv1",
-    "Dense_0": "time_proj",
-    "GroupNorm_1": "norm2",
-    "Conv_1": "conv2",
-    "Conv_2": "skip",
-}
-_ATTENTION_NAMES = {
-    "GroupNorm_0": "norm",
-    "NIN_0": "query",
-    "NIN_1": "key",
-    "NIN_2": "value",
-    "NIN_3": "out",
-}
-# Marks a reference weight that the reference network itself never uses (dropped on conversion).
-_UNUSED = "<unused>"
-
-
-def _reference_layout(cfg: NCSNppConfig) -> list[tuple[str, str]]:
-    """(our module prefix, kind) for each ``all_modules`` index, in reference construction order."""
-    layout: list[tuple[str, str]] = []
-    # The reference always builds the Fourier projection, even when it does not use it.
-    layout.append(("time_embed.fourier" if cfg.time_conditional else _UNUSED, "fourier"))
-    if cfg.time_conditional:
-        layout += [("time_embed.linear1", "plain"), ("time_embed.linear2", "plain")]
-    layout.append(("input_conv", "plain"))
-    for level in range(cfg.num_levels):
-        for index in range(cfg.num_res_blocks):
-            layout.append((f"down.{level}.blocks.{index}", "resblock"))
-            if cfg.level_has_attention(level):
-                layout.append((f"down.{level}.attn.{index}", "attention"))
-        if level != cfg.num_levels - 1:
-            layout.append((f"down.{level}.downsample", "resblock"))
-            layout.append((f"down.{level}.input_skip", "combine"))
-    layout += [("mid.block1", "resblock"), ("mid.attn", "attention"), ("mid.block2", "resblock")]
-    for level in reversed(range(cfg.num_levels)):
-        for index in range(cfg.num_res_blocks + 1):
-            layout.append((f"up.{level}.blocks.{index}", "resblock"))
-        if cfg.level_has_attention(level):
-            layout.append((f"up.{level}.attn", "attention"))
-        layout.append((f"up.{level}.output_skip.norm", "plain"))
-        layout.append((f"up.{level}.output_skip.conv", "plain"))
-        if level != 0:
-            layout.append((f"up.{level}.upsample", "resblock"))
-    return layout
-
-
-def _map_local_key(kind: str, local: str, cfg: NCSNppConfig) -> str | None:
-    """Reference key inside one module -> our key inside it, ``_UNUSED``, or None if unknown."""
-    head, _, tail = local.partition(".")
-    if kind == "plain":
-        return local
-    if kind == "fourier":
-        return "frequencies" if local == "W" else None
-    if kind == "combine":
-        return tail if head == "Conv_0" else None
-    if kind == "resblock":
-        if head == "Dense_0" and not cfg.time_conditional:
-            return _UNUSED
-        return f"{_RESBLOCK_NAMES[head]}.{tail}" if head in _RESBLOCK_NAMES else None
-    # Attention: GroupNorm_0.{weight,bias} and NIN_k.{W,b}, where NIN computes x @ W + b.
-    if head == "GroupNorm_0":
-        return f"norm.{tail}"
-    param = {"W": "weight", "b": "bias"}.get(tail)
-    return f"{_ATTENTION_NAMES[head]}.{param}" if head in _ATTENTION_NAMES and param else None
-
-
-def convert_reference_state_dict(
-    ref_state_dict: Mapping[str, Tensor], config: NCSNppConfig
-) -> dict[str, Tensor]:
-    """Map a reference ``sgmse`` NCSNpp state dict (``all_modules.N.*``, ``output_layer.*``) onto
-    our module names for ``config``. Raises ValueError listing missing / unexpected keys and shape
-    mismatches. Strip any wrapper prefix (e.g. ``dnn.`` in SGMSE checkpoints) before calling."""
-    layout = _reference_layout(config)
-    with torch.device("meta"):
-        expected = {key: value.shape for key, value in NCSNpp(config).state_dict().items()}
-    converted: dict[str, Tensor] = {}
-    unexpected: list[str] = []
-    mismatched: list[str] = []
-    for ref_key, value in ref_state_dict.items():
-        our_key = _map_reference_key(ref_key, layout, config)
-        if our_key == _UNUSED:
-            continue
-        if our_key not in expected:
-            unexpected.append(ref_key)
-            continue
-        if ref_key.endswith(".W") and value.ndim == 2:  # NIN (in, out) -> nn.Linear (out, in)
-            value = value.t().contiguous()
-        if value.shape != expected[our_key]:
-            mismatched.append(
-                f"{ref_key} -> {our_key}: {tuple(value.shape)} vs {tuple(expected[our_key])}"
-            )
-        converted[our_key] = value
-    missing = sorted(set(expected) - set(converted))
-    problems = [
-        f"{label} ({len(items)}): {items[:8]}{' ...' if len(items) > 8 else ''}"
-        for label, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatch", mismatched),
-        )
-        if items
-    ]
-    if problems:
-        raise ValueError(
-            "reference state dict does not match NCSNppConfig "
-            f"{config.to_dict()}: " + "; ".join(problems)
-        )
-    return converted
-
-
-def _map_reference_key(
-    ref_key: str, layout: list[tuple[str, str]], cfg: NCSNppConfig
-) -> str | None:
-    """Full reference key -> our full key, ``_UNUSED``, or None if it has no place in ``layout``."""
-    if ref_key.startswith("output_layer."):
-        return "output_proj." + ref_key.removeprefix("output_layer.")
-    parts = ref_key.split(".", 2)
-    if len(parts) != 3 or parts[0] != "all_modules" or not parts[1].isdigit():
-        return None
-    index = int(parts[1])
-    if index >= len(layout):
-        return None
-    prefix, kind = layout[index]
-    if prefix == _UNUSED:
-        return _UNUSED
-    local = _map_local_key(kind, parts[2], cfg)
-    if local is None or local == _UNUSED:
-        return local
-    return f"{prefix}.{local}"

@@ -113,6 +113,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float | None = None
     max_steps: int = 100_000
+    t_eps: float | None = None  # smallest training time t; null: the model's sampler.t_eps
     alpha: float = 0.5  # StoRM: α·L_pred + (1 − α)·DSM
     score_task_prob: float = 0.0  # StoRM: share of examples trained as plain SGMSE+
     spectral_weight: float = 0.0  # DDSP multi-scale spectral loss on the predictive output
@@ -149,6 +150,8 @@ class TrainConfig:
             raise RecipeError("need 0 <= train.lr_final <= train.lr (or null: constant lr)")
         if not 0 <= self.score_task_prob <= 1 or self.spectral_weight < 0:
             raise RecipeError("need 0 <= train.score_task_prob <= 1, train.spectral_weight >= 0")
+        if self.t_eps is not None and not 0 < self.t_eps < 1:
+            raise RecipeError("need 0 < train.t_eps < 1 (or null: the sampler's t_eps)")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise RecipeError("train.grad_clip must be positive (or null: no clipping)")
         for name, allowed in (("precision", PRECISIONS), ("log", LOGGERS), ("monitor", MONITORS)):
@@ -199,7 +202,7 @@ class Recipe:
                 ok = name == "init_predictor" and kind == "predictive"
                 if not ok:
                     raise RecipeError(f"train.{name} applies to storm models, not {kind!r}")
-        if kind == "score" and self.train.spectral_weight:
+        if kind in ("score", "bridge") and self.train.spectral_weight:
             raise RecipeError("train.spectral_weight needs a predictive stage (storm/predictive)")
         if self.train.freeze_predictor and self.train.init_predictor is None:
             raise RecipeError("train.freeze_predictor needs train.init_predictor (a trained one)")

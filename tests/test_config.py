@@ -1,0 +1,94 @@
+"""ModelConfig: the parametrisation fields, older config files, and combinations that cannot work
+(each refused when the config is loaded, with one line)."""
+
+import pytest
+
+from audiodiff.config import ModelConfig
+from audiodiff.nets import PRESETS
+
+TINY = {"preset": "ncsnpp_tiny", "nf": 8, "ch_mult": [1, 2]}
+BRIDGE = {
+    "kind": "bridge",
+    "backbone": {**TINY, "out_scale_at": "output"},
+    "sde": {"name": "sbve", "k": 2.6, "c": 0.4},
+    "loss_type": "data_prediction",
+    "network_scaling": None,
+    "c_out": "1",
+    "sampler": {"method": "sb_ode", "steps": 4, "t_eps": 1e-4},
+}
+
+
+def test_defaults_are_the_2023_sgmse_network_and_round_trip():
+    config = ModelConfig.from_dict({"backbone": TINY})
+    param = config.parametrisation
+    assert (param.loss_type, param.network_scaling, param.c_out) == ("score_matching", "1/t", "-1")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    bridge = ModelConfig.from_dict(BRIDGE)
+    assert bridge.default_mode == "bridge" and ModelConfig.from_dict(bridge.to_dict()) == bridge
+
+
+@pytest.mark.parametrize("scaling", ["1/t", "1/sigma"])
+def test_older_config_files_with_output_scaling_load(scaling):
+    config = ModelConfig.from_dict({"backbone": TINY, "output_scaling": scaling})
+    assert config.network_scaling == scaling and "output_scaling" not in config.to_dict()
+    with pytest.raises(ValueError, match="not both"):
+        ModelConfig.from_dict({"backbone": TINY, "output_scaling": "1/t", "network_scaling": None})
+
+
+def test_presets_are_reachable_by_name():
+    config = ModelConfig.from_dict({**BRIDGE, "backbone": "ncsnpp_v2"})
+    assert config.backbone == PRESETS["ncsnpp_v2"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"kind": "score"}, "sbve"),  # a bridge SDE in a score model
+        ({"sde": {"name": "ouve"}}, "cannot drive"),  # a bridge on the OUVE SDE
+        ({"loss_type": "score_matching"}, "data_prediction"),
+        ({"sampler": {"method": "pc"}}, "cannot sample"),  # data prediction, non-bridge sampler
+        ({"loss_type": "denoiser"}, "loss_type"),
+        ({"c_in": "sigma"}, "c_in"),
+        ({"network_scaling": "t"}, "network_scaling"),
+        ({"loss_weighting": "edm"}, "loss_weighting"),
+        ({"l1_weight": -1.0}, "l1_weight"),
+        ({"sigma_data": 0.0}, "sigma_data"),
+        ({"sampler": {"method": "sb_ode", "mode": "score"}}, "mode"),
+        ({"predictor": {**TINY, "in_channels": 2, "time_conditional": False}}, "predictor"),
+    ],
+)
+def test_invalid_bridge_combinations_fail_on_load(changes, message):
+    with pytest.raises(ValueError, match=message) as err:
+        ModelConfig.from_dict({**BRIDGE, **changes})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sde": {"name": "sbve"}}, "sbve"),
+        ({"loss_type": "data_prediction"}, "data_prediction"),
+        ({"sampler": {"method": "sb_sde"}}, "cannot sample"),
+        ({"loss_type": "denoiser", "c_out": "-1"}, "c_out"),
+        ({"loss_type": "denoiser", "loss_weighting": "edm", "c_out": "1"}, None),
+        ({"loss_type": "score_matching", "loss_weighting": "edm"}, "loss_weighting"),
+    ],
+)
+def test_score_model_combinations(changes, message):
+    doc = {"backbone": TINY, **changes}
+    if message is None:
+        assert ModelConfig.from_dict(doc).loss_weighting == "edm"
+        return
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.from_dict(doc)
+
+
+def test_storm_models_train_with_score_matching_only():
+    storm = {
+        "kind": "storm",
+        "backbone": {**TINY, "in_channels": 6},
+        "predictor": {**TINY, "in_channels": 2, "time_conditional": False},
+    }
+    assert ModelConfig.from_dict(storm).kind == "storm"
+    with pytest.raises(ValueError, match="storm"):
+        ModelConfig.from_dict({**storm, "loss_type": "denoiser", "c_out": "1"})

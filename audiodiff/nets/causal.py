@@ -192,6 +192,8 @@ class CausalStream:
 
     def push(self, x: Tensor) -> Tensor:
         """(B, C, F, n) new input frames -> (B, C_out, F, m) new output frames (m <= n)."""
+        if not x.shape[-1]:  # nothing new (e.g. flush with L = 0 or before any input)
+            return x.new_zeros(x.shape[0], self.net.config.out_channels, x.shape[2], 0)
         self._shape = x.shape[:-1]
         with self.cache.active():
             out = self.net.causal_forward(x, **self.net_kwargs)  # (B, C_out, F, n)
@@ -200,14 +202,10 @@ class CausalStream:
         return out[..., skip:]
 
     def flush(self) -> Tensor:
-        """End of stream: the last L output frames, with zeros as their look-ahead; resets."""
-        if self._shape is None or not self.lookahead:
-            self.reset()
-            return torch.zeros(0)
-        zeros = torch.zeros(*self._shape, self.lookahead, device=self.cache_device())
-        out = self.push(zeros)
+        """End of stream: the last L output frames, with zeros as their look-ahead; resets.
+        (B, C_out, F, L); nothing pushed: (0, C_out, 0, 0)."""
+        batch, _, freqs = self._shape if self._shape is not None else (0, 0, 0)
+        zeros = self.net.output_proj.weight.new_zeros(batch, self.net.config.in_channels, freqs, 0)
+        out = self.push(zeros.new_zeros(*zeros.shape[:-1], self.lookahead))
         self.reset()
         return out
-
-    def cache_device(self) -> torch.device:
-        return next(self.net.parameters()).device

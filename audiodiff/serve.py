@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .cli import add_model_argument
+from .cli import add_model_argument, positive_float
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
@@ -46,10 +46,11 @@ class ServeSettings:
     mode: str | None = None
     steps: int | None = None
     block_frames: int = 8
-    context_frames: int = 16
-    lookahead_frames: int = 4
-    device: str = "cpu"
+    context_frames: int | None = None  # None: RealtimeEnhancer's default (16; 0 when causal)
+    lookahead_frames: int | None = None  # None: 4, or a causal model's own look-ahead
+    device: str = "auto"  # as Enhancer and RealtimeEnhancer: CUDA when available
     seed: int = 0
+    atten_lim_db: float | None = None  # mix the input back in: at most this much attenuation
     max_frame_seconds: float = 1.0  # larger binary messages are refused
     max_backlog_seconds: float = 5.0  # audio waiting to be processed beyond this is refused
     stats_interval: float = 0.5  # seconds between JSON stats messages
@@ -173,7 +174,8 @@ class Session:
         """Start a (new) stream: format and rate check, a fresh RealtimeEnhancer."""
         from .streaming import RealtimeEnhancer
 
-        fmt, rate = message.get("format", "f32"), message.get("sample_rate", 16000)
+        model_rate = self.config.spec.sample_rate
+        fmt, rate = message.get("format", "f32"), message.get("sample_rate", model_rate)
         if fmt not in FORMATS:
             return await self.error(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
         if rate != self.config.spec.sample_rate:
@@ -189,6 +191,7 @@ class Session:
             lookahead_frames=s.lookahead_frames,
             device=s.device,
             seed=s.seed,
+            atten_lim_db=s.atten_lim_db,
         )
         self.dtype, self.received, self.sent = FORMATS[fmt], 0, 0
         rt = self.enhancer
@@ -278,6 +281,7 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
         context_frames=settings.context_frames,
         lookahead_frames=settings.lookahead_frames,
         device=settings.device,
+        atten_lim_db=settings.atten_lim_db,
     )
     limiter = anyio.CapacityLimiter(settings.workers)
     clients = itertools.count(1)
@@ -354,9 +358,14 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
     p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
     p.add_argument("--block-frames", type=int, default=8, help="STFT frames per block")
-    p.add_argument("--lookahead-frames", type=int, default=4)
-    p.add_argument("--context-frames", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--lookahead-frames", type=int, help="default 4; a causal model's own")
+    p.add_argument("--context-frames", type=int, help="default 16; none for a causal model")
+    p.add_argument(
+        "--atten-lim-db",
+        type=positive_float,
+        help="attenuate the input by at most this many dB: mixes it back in (default: no limit)",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--workers", type=int, default=4, help="connections computing at once")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=run_serve)
@@ -377,7 +386,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, config = load_pretrained(args.model, device=args.device)
+    from .enhance import pick_device
+
+    model, config = load_pretrained(args.model, device=pick_device(args.device))
     settings = ServeSettings(
         mode=args.mode,
         steps=args.steps,
@@ -385,6 +396,7 @@ def run_serve(args: argparse.Namespace) -> int:
         context_frames=args.context_frames,
         lookahead_frames=args.lookahead_frames,
         device=args.device,
+        atten_lim_db=args.atten_lim_db,
         workers=args.workers,
         model_name=str(args.model),
     )
@@ -420,9 +432,11 @@ async def stream_file(
     chunk: int,
     realtime: bool = True,
     fmt: str = "f32",
+    rate: int = 16000,
     timeout: float = 120.0,
 ) -> tuple[np.ndarray, list[float], dict, list[str]]:
-    """A minimal Python client: stream (L,) samples to ``url`` (``ws://.../ws``).
+    """A minimal Python client: stream (L,) samples at ``rate`` (the model's) to ``url``
+    (``ws://.../ws``); ``s16`` scales by 32768 and clips, as the server does.
 
     ``realtime``: send a chunk when it would have been captured; else send the next chunk as
     soon as the previous one's reply arrived. Returns the output (L + latency,), the round trip
@@ -434,7 +448,7 @@ async def stream_file(
     dtype, out, trips, errors, sent = FORMATS[fmt], [], [], [], []
     replied = asyncio.Semaphore(1)
     async with websockets.connect(url, max_size=2**24) as ws:
-        await ws.send(json.dumps({"type": "hello", "format": fmt, "sample_rate": 16000}))
+        await ws.send(json.dumps({"type": "hello", "format": fmt, "sample_rate": rate}))
         ready = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if ready.get("type") != "ready":
             raise RuntimeError(f"server refused the stream: {ready}")
@@ -444,11 +458,13 @@ async def stream_file(
             for begin in range(0, len(samples), chunk):
                 piece = samples[begin : begin + chunk]
                 if realtime:
-                    due = start + (begin + len(piece)) / 16000
+                    due = start + (begin + len(piece)) / rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
                 else:
                     await replied.acquire()
-                scaled = np.round(piece * 32767) if dtype.kind == "i" else piece
+                scaled = piece
+                if dtype.kind == "i":  # the server's inverse: / 32768 in, x 32768 out
+                    scaled = np.clip(np.round(piece * 32768.0), -32768, 32767)
                 sent.append(time.monotonic())
                 await ws.send(scaled.astype(dtype).tobytes())
             await ws.send(json.dumps({"type": "end"}))

@@ -42,9 +42,15 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-ms", type=float, help="algorithmic latency to aim for: picks block/look-ahead"
     )
-    p.add_argument("--block-frames", type=int, help="STFT frames per block (default 8)")
-    p.add_argument("--lookahead-frames", type=int, help="future frames a block waits for (4)")
-    p.add_argument("--context-frames", type=int, default=16, help="past frames the net sees")
+    p.add_argument(
+        "--block-frames", type=int, help="STFT frames per block (default 8; 4 for a causal model)"
+    )
+    p.add_argument(
+        "--lookahead-frames", type=int, help="future frames a block waits for (4; causal: its own)"
+    )
+    p.add_argument(
+        "--context-frames", type=int, help="past frames the net sees (16; none for a causal model)"
+    )
     p.add_argument(
         "--atten-lim-db",
         type=positive_float,
@@ -56,7 +62,7 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     )
     pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as possible")
     p.add_argument("--duration", type=float, help="stop after this many seconds (mic input)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -73,10 +79,10 @@ def run_stream(args: argparse.Namespace) -> int:
         return 2
 
 
-def _frames(args, config, mode: str, steps: int) -> tuple[int, int]:
+def _frames(args, config, mode: str, steps: int) -> tuple[int | None, int | None]:
     from .streaming import frames_for_latency
 
-    block, lookahead = 8, 4
+    block, lookahead = None, None  # RealtimeEnhancer's defaults (they depend on the model)
     if args.latency_ms is not None:
         block, lookahead = frames_for_latency(args.latency_ms, config, mode, steps)
     block = args.block_frames if args.block_frames is not None else block

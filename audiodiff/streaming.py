@@ -66,6 +66,7 @@ __all__ = ["MODES", "RealtimeEnhancer", "StreamStats", "frame_score", "frames_fo
 __all__ += ["causal_predictor", "resolve_mode"]
 
 MODES = ("predictive", "storm", "score", "diffusion", "passthrough")
+CAUSAL_BLOCK_FRAMES = 4  # a causal predictor's default hop: 509 + (3 + L)·128 samples (L 1: 64 ms)
 _NEEDS = {  # model kinds each mode runs on
     "predictive": ("predictive", "storm"),
     "storm": ("storm",),  # as offline: a score model has no predictor to regenerate from
@@ -208,7 +209,8 @@ def frames_for_latency(
     """The (block_frames, lookahead_frames) of the largest block whose latency fits ``latency_ms``.
 
     Non-diffusion modes use B - 1 + A <= H hops with A = H // 3 look-ahead; diffusion needs
-    N·B - 1 + A <= H with A = H // (3N). ``H = floor((latency - (n_fft - 1)) / hop)``.
+    N·B - 1 + A <= H with A = H // (3N); a causal predictor (predictive mode) has its own
+    look-ahead L, so B = H + 1 - L. ``H = floor((latency - (n_fft - 1)) / hop)``.
     """
     spec = config.spec
     budget = latency_ms * spec.sample_rate / 1000 - (spec.n_fft - 1)
@@ -218,6 +220,9 @@ def frames_for_latency(
     hops = int(budget // spec.hop_length)
     blocks = steps if mode == "diffusion" else 1
     lookahead = hops // (3 * blocks)
+    predictor = config.predictor
+    if mode == "predictive" and predictor is not None and predictor.causal:
+        lookahead = predictor.lookahead
     block = (hops + 1 - lookahead) // blocks
     if block < 1:
         raise ValueError(f"latency {latency_ms} ms is too short for {blocks} buffered blocks")
@@ -371,7 +376,7 @@ class RealtimeEnhancer:
         config: ModelConfig,
         *,
         mode: str | None = None,
-        block_frames: int = 8,
+        block_frames: int | None = None,
         context_frames: int | None = None,
         lookahead_frames: int | None = None,
         steps: int | None = None,
@@ -384,6 +389,8 @@ class RealtimeEnhancer:
         self.mode = resolve_mode(config, mode)
         self.causal_net = causal_predictor(model) if self.mode == "predictive" else None
         context_frames, lookahead_frames = self._window_frames(context_frames, lookahead_frames)
+        if block_frames is None:
+            block_frames = CAUSAL_BLOCK_FRAMES if self.causal_net is not None else 8
         if block_frames < 1 or context_frames < 0 or lookahead_frames < 0:
             raise ValueError("need block_frames >= 1, context_frames >= 0, lookahead_frames >= 0")
         self.config, self.spec = config, config.spec

@@ -17,12 +17,12 @@ from . import DEFAULT_MODEL
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """``--model NAME|DIR``, the bundled model by default (every command that enhances has it)."""
+def add_model_argument(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL) -> None:
+    """``--model NAME|DIR``, a bundled model by default (every command that enhances has it)."""
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"model folder or bundled model name (default: {DEFAULT_MODEL})",
+        default=default,
+        help=f"model folder or bundled model name (default: {default})",
     )
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from . import STREAM_MODEL
 from .cli import add_model_argument, positive_float
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
@@ -45,7 +46,7 @@ class ServeSettings:
 
     mode: str | None = None
     steps: int | None = None
-    block_frames: int = 8
+    block_frames: int | None = None  # None: RealtimeEnhancer's default (8; 4 when causal)
     context_frames: int | None = None  # None: RealtimeEnhancer's default (16; 0 when causal)
     lookahead_frames: int | None = None  # None: 4, or a causal model's own look-ahead
     device: str = "auto"  # as Enhancer and RealtimeEnhancer: CUDA when available
@@ -354,10 +355,10 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="live enhancement server (websocket) with a web page")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
     p.add_argument("--port", type=int, default=8000)
-    add_model_argument(p)
+    add_model_argument(p, default=STREAM_MODEL)
     p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
     p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
-    p.add_argument("--block-frames", type=int, default=8, help="STFT frames per block")
+    p.add_argument("--block-frames", type=int, help="STFT frames per block (8; causal: 4)")
     p.add_argument("--lookahead-frames", type=int, help="default 4; a causal model's own")
     p.add_argument("--context-frames", type=int, help="default 16; none for a causal model")
     p.add_argument(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import STREAM_MODEL
 from .cli import add_model_argument, positive_float
 
 # = audiodiff.streaming.MODES[:4] (a test checks it); literal so the CLI starts without torch
@@ -36,7 +37,7 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="real-time (block-online) enhancement of a file or the mic")
     p.add_argument("--input", required=True, help="audio file, or 'mic'")
     p.add_argument("--output", required=True, help="audio file, or 'speaker'")
-    add_model_argument(p)
+    add_model_argument(p, default=STREAM_MODEL)
     p.add_argument("--mode", choices=MODES, help="default: the model's own mode")
     p.add_argument("--steps", type=int, help="reverse steps (storm, score, diffusion)")
     p.add_argument(

@@ -111,42 +111,65 @@ class FrameGroupNorm(nn.GroupNorm):
         return y.reshape(batch, frames, channels, freqs).permute(0, 2, 3, 1)  # (B, C, F, T)
 
 
-def _fir_taps(taps: Sequence[float], gain: float) -> Tensor:
-    """1-D FIR kernel (K, 1) along frequency, summing to ``gain``."""
-    kernel = torch.as_tensor(taps, dtype=torch.float64)
-    return (kernel * (gain / kernel.sum())).float()[:, None]
+def _fir_taps(taps: Sequence[float], gain: float) -> list[float]:
+    """1-D FIR taps summing to ``gain``, as Python floats (the resamplers use them as scalars)."""
+    total = float(sum(taps))
+    return [float(tap) * gain / total for tap in taps]
+
+
+def _shifted(x: Tensor, shift: int, pad: int) -> Tensor:
+    """x[..., f - shift, :] along frequency with zeros outside; ``x`` is padded by ``pad``."""
+    freqs = x.shape[2] - 2 * pad
+    return x[:, :, pad - shift : pad - shift + freqs]
 
 
 class FreqFIRDownsample(nn.Module):
-    """FIR filter and 2x decimation along frequency only: (B, C, F, T) -> (B, C, F/2, T)."""
+    """FIR filter and 2x decimation along frequency only: (B, C, F, T) -> (B, C, F/2, T).
+
+    StyleGAN2 ``upfirdn`` with ``down=2`` and padding K/2 - 1 on each side, along F:
+    y[m] = sum_k h[K - 1 - k] x[2m + k - K/2 + 1]; done as K strided slices (small hops of a
+    stream pay per call, and a depthwise strided convolution is far slower here).
+    """
 
     def __init__(self, taps: Sequence[float]):
         super().__init__()
-        self.register_buffer("kernel", _fir_taps(taps, 1.0).flip(0), persistent=False)
+        self.taps = _fir_taps(taps, 1.0)[::-1]  # flipped: a convolution, as fir_downsample_2d
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, channels, freqs, frames = x.shape
-        taps = self.kernel.shape[0]
-        weight = self.kernel.to(x.dtype)[None, None]  # (1, 1, K, 1): the same filter per channel
-        planes = x.reshape(batch * channels, 1, freqs, frames)  # (BC, 1, F, T)
-        y = F.conv2d(planes, weight, stride=(2, 1), padding=(taps // 2 - 1, 0))
-        return y.reshape(batch, channels, freqs // 2, frames)  # (BC, 1, F/2, T) -> (B, C, F/2, T)
+        pad = len(self.taps) // 2 - 1
+        padded = F.pad(x, (0, 0, pad, pad))  # (B, C, F + K - 2, T)
+        half = x.shape[2] // 2
+        out = padded[:, :, 0 : 2 * half : 2] * self.taps[0]
+        for k, tap in enumerate(self.taps[1:], start=1):
+            out = out + padded[:, :, k : k + 2 * half : 2] * tap  # (B, C, F/2, T)
+        return out
 
 
 class FreqFIRUpsample(nn.Module):
-    """Zero insertion and FIR filter along frequency only: (B, C, F, T) -> (B, C, 2F, T)."""
+    """Zero insertion and FIR filter along frequency only: (B, C, F, T) -> (B, C, 2F, T).
+
+    StyleGAN2 ``upfirdn`` with ``up=2``, taps summing to 2 and padding (K/2, K/2 - 1), along F, in
+    polyphase form: y[2m + r] = sum_d h[2d + r + K/2 - 1] x[m - d] for r = 0, 1.
+    """
 
     def __init__(self, taps: Sequence[float]):
         super().__init__()
-        self.register_buffer("kernel", _fir_taps(taps, 2.0), persistent=False)
+        self.taps = _fir_taps(taps, 2.0)
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, freqs, frames = x.shape
-        taps = self.kernel.shape[0]
-        weight = self.kernel.to(x.dtype)[None, None]  # (1, 1, K, 1): the same filter per channel
-        planes = x.reshape(batch * channels, 1, freqs, frames)  # (BC, 1, F, T)
-        y = F.conv_transpose2d(planes, weight, stride=(2, 1), padding=(taps // 2 - 1, 0))
-        return y.reshape(batch, channels, 2 * freqs, frames)  # (BC, 1, 2F, T) -> (B, C, 2F, T)
+        size, offset = len(self.taps), len(self.taps) // 2 - 1
+        padded = F.pad(x, (0, 0, size, size))  # room for every shift
+        phases = []
+        for r in (0, 1):
+            terms = [
+                _shifted(padded, d, size) * self.taps[2 * d + r + offset]
+                for d in range(-size, size + 1)
+                if 0 <= 2 * d + r + offset < size
+            ]
+            phases.append(sum(terms[1:], terms[0]))  # (B, C, F, T)
+        out = torch.stack(phases, dim=3)  # (B, C, F, 2, T): phase r of output bin 2m + r
+        return out.reshape(batch, channels, 2 * freqs, frames)  # (B, C, 2F, T)
 
 
 def make_causal_(net: nn.Module, fir_kernel: Sequence[float]) -> nn.Module:

@@ -420,10 +420,8 @@ class NCSNpp(nn.Module):
             )
         factor = cfg.downsampling_factor
         if x.shape[-2] % factor or x.shape[-1] % cfg.time_multiple:
-            raise ValueError(
-                f"F must be a multiple of {factor} and T of {cfg.time_multiple}, "
-                f"got {tuple(x.shape[-2:])}"
-            )
+            what = "F" if cfg.causal else "F and T"  # the causal variant never resamples time
+            raise ValueError(f"{what} must be multiples of {factor}, got {tuple(x.shape[-2:])}")
         batch = x.shape[0]
         if cfg.time_conditional and t is None:
             raise ValueError("this NCSN++ is time-conditional: pass t of shape (B,)")

@@ -6,7 +6,7 @@
 # batch depends on the step alone, so max_steps=STEPS gives the same weights.
 set -euo pipefail
 POOL=${POOL:-data/pool}
-STEPS=${STEPS:-250}
+STEPS=${STEPS:-3750}
 
 OMP_NUM_THREADS=1 audiodiff train recipes/pool/predictive_causal.yaml \
     data.clean="$POOL/clean" data.noise="$POOL/noise" data.rir="$POOL/rir" \
@@ -15,7 +15,7 @@ OMP_NUM_THREADS=1 audiodiff train recipes/pool/predictive_causal.yaml \
 # The package's copy, full precision (0.7 MB): the weights a later run goes on from with
 # train.init_model=audiodiff/assets/models/causal-pool. The pool folders recorded in its config
 # are set back to the recipe's data/pool/... (the user's folders are theirs to choose).
-audiodiff export runs/pool_predictive_causal/checkpoints/last.ckpt -o audiodiff/assets/models/causal-pool
+audiodiff export "runs/pool_predictive_causal/checkpoints/best-step=$STEPS.ckpt" -o audiodiff/assets/models/causal-pool
 python - <<'PY'
 import json, pathlib
 path = pathlib.Path("audiodiff/assets/models/causal-pool/config.json")

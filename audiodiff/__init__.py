@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 DEFAULT_MODEL = "storm-tiny-pool"  # the bundled model every command uses unless told otherwise
-__all__ = ["DEFAULT_MODEL", "Enhancer", "__version__"]
+STREAM_MODEL = "causal-pool"  # ... except ``stream`` and ``serve``: the causal real-time model
+__all__ = ["DEFAULT_MODEL", "STREAM_MODEL", "Enhancer", "__version__"]
 
 
 def __getattr__(name: str):

@@ -119,10 +119,11 @@ def device_value(text: str) -> str:
 # -- the shared options ----------------------------------------------------------------------
 
 
-def add_model_option(parser: argparse.ArgumentParser) -> None:
+def add_model_option(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL) -> None:
+    """``--model``; the streaming commands default to the bundled streaming model."""
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=default,
         metavar="NAME|DIR",
         help="model folder or bundled model name (default: %(default)s)",
     )
@@ -193,9 +194,11 @@ def add_seed_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_inference_options(parser, *, modes=OFFLINE_MODES, steps: bool = True) -> None:
+def add_inference_options(
+    parser, *, modes=OFFLINE_MODES, steps: bool = True, model_default: str = DEFAULT_MODEL
+) -> None:
     """Every command that enhances: model, mode, steps, device, threads, precision, limit, seed."""
-    add_model_option(parser)
+    add_model_option(parser, model_default)
     add_mode_option(parser, modes)
     if steps:
         add_steps_option(parser)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from . import STREAM_MODEL
 from .cli_options import add_inference_options, non_negative_int, positive_int
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
@@ -45,13 +46,13 @@ class ServeSettings:
 
     mode: str | None = None
     steps: int | None = None
-    block_frames: int = 8
-    context_frames: int = 16
-    lookahead_frames: int = 4
-    device: str = "cpu"
+    block_frames: int | None = None  # None: RealtimeEnhancer's default (8; 4 when causal)
+    context_frames: int | None = None  # None: RealtimeEnhancer's default (16; 0 when causal)
+    lookahead_frames: int | None = None  # None: 4, or a causal model's own look-ahead
+    device: str = "auto"  # as Enhancer and RealtimeEnhancer: CUDA when available
     seed: int = 0
     precision: str = "fp32"
-    atten_lim_db: float | None = None
+    atten_lim_db: float | None = None  # mix the input back in: at most this much attenuation
     max_frame_seconds: float = 1.0  # larger binary messages are refused
     max_backlog_seconds: float = 5.0  # audio waiting to be processed beyond this is refused
     stats_interval: float = 0.5  # seconds between JSON stats messages
@@ -175,7 +176,8 @@ class Session:
         """Start a (new) stream: format and rate check, a fresh RealtimeEnhancer."""
         from .streaming import RealtimeEnhancer
 
-        fmt, rate = message.get("format", "f32"), message.get("sample_rate", 16000)
+        model_rate = self.config.spec.sample_rate
+        fmt, rate = message.get("format", "f32"), message.get("sample_rate", model_rate)
         if not isinstance(fmt, str) or fmt not in FORMATS:
             return await self.error(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
         if rate != self.config.spec.sample_rate:
@@ -286,6 +288,7 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
         context_frames=settings.context_frames,
         lookahead_frames=settings.lookahead_frames,
         device=settings.device,
+        atten_lim_db=settings.atten_lim_db,
     )
     limiter = anyio.CapacityLimiter(settings.workers)
     clients = itertools.count(1)
@@ -360,24 +363,21 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="interface to bind (default: %(default)s, loopback)"
     )
     p.add_argument("--port", type=positive_int, default=8000, help="(default: %(default)s)")
-    add_inference_options(p, modes=MODES)
+    add_inference_options(p, modes=MODES, model_default=STREAM_MODEL)
     p.add_argument(
         "--block-frames",
         type=positive_int,
-        default=8,
-        help="STFT frames per block (default: %(default)s)",
+        help="STFT frames per block (default: 8; 4 for a causal model)",
     )
     p.add_argument(
         "--lookahead-frames",
         type=non_negative_int,
-        default=4,
-        help="future frames a block waits for (default: %(default)s)",
+        help="future frames a block waits for (default: 4; a causal model: its own)",
     )
     p.add_argument(
         "--context-frames",
         type=non_negative_int,
-        default=16,
-        help="past frames the network sees (default: %(default)s)",
+        help="past frames the network sees (default: 16; a causal model caches its own)",
     )
     p.add_argument(
         "--workers",
@@ -400,6 +400,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_pretrained
     from .enhance import pick_device
+
 
     model, config = load_pretrained(args.model, device=pick_device(args.device))
     settings = ServeSettings(
@@ -447,9 +448,11 @@ async def stream_file(
     chunk: int,
     realtime: bool = True,
     fmt: str = "f32",
+    rate: int = 16000,
     timeout: float = 120.0,
 ) -> tuple[np.ndarray, list[float], dict, list[str]]:
-    """A minimal Python client: stream (L,) samples to ``url`` (``ws://.../ws``).
+    """A minimal Python client: stream (L,) samples at ``rate`` (the model's) to ``url``
+    (``ws://.../ws``); ``s16`` scales by 32768 and clips, as the server does.
 
     ``realtime``: send a chunk when it would have been captured; else send the next chunk as
     soon as the previous one's reply arrived. Returns the output (L + latency,), the round trip
@@ -461,7 +464,7 @@ async def stream_file(
     dtype, out, trips, errors, sent = FORMATS[fmt], [], [], [], []
     replied = asyncio.Semaphore(1)
     async with websockets.connect(url, max_size=2**24) as ws:
-        await ws.send(json.dumps({"type": "hello", "format": fmt, "sample_rate": 16000}))
+        await ws.send(json.dumps({"type": "hello", "format": fmt, "sample_rate": rate}))
         ready = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if ready.get("type") != "ready":
             raise RuntimeError(f"server refused the stream: {ready}")
@@ -471,11 +474,13 @@ async def stream_file(
             for begin in range(0, len(samples), chunk):
                 piece = samples[begin : begin + chunk]
                 if realtime:
-                    due = start + (begin + len(piece)) / 16000
+                    due = start + (begin + len(piece)) / rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
                 else:
                     await replied.acquire()
-                scaled = np.round(piece * 32767) if dtype.kind == "i" else piece
+                scaled = piece
+                if dtype.kind == "i":  # the server's inverse: / 32768 in, x 32768 out
+                    scaled = np.clip(np.round(piece * 32768.0), -32768, 32767)
                 sent.append(time.monotonic())
                 await ws.send(scaled.astype(dtype).tobytes())
             await ws.send(json.dumps({"type": "end"}))

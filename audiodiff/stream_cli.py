@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import STREAM_MODEL
 from .cli_options import add_inference_options, non_negative_int, positive_float, positive_int
 from .errors import InputError
 
@@ -37,23 +38,26 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="real-time (block-online) enhancement of a file or the mic")
     p.add_argument("--input", required=True, help="audio file, or 'mic'")
     p.add_argument("--output", required=True, help="audio file, or 'speaker'")
-    add_inference_options(p, modes=MODES)
+    add_inference_options(p, modes=MODES, model_default=STREAM_MODEL)
     p.add_argument(
         "--latency-ms",
         type=positive_float,
         help="algorithmic latency to aim for: picks block and look-ahead frames (default: none)",
     )
-    p.add_argument("--block-frames", type=positive_int, help="STFT frames per block (default: 8)")
+    p.add_argument(
+        "--block-frames",
+        type=positive_int,
+        help="STFT frames per block (default: 8; 4 for a causal model)",
+    )
     p.add_argument(
         "--lookahead-frames",
         type=non_negative_int,
-        help="future frames a block waits for (default: 4)",
+        help="future frames a block waits for (default: 4; a causal model: its own)",
     )
     p.add_argument(
         "--context-frames",
         type=non_negative_int,
-        default=16,
-        help="past frames the network sees (default: %(default)s)",
+        help="past frames the network sees (default: 16; a causal model caches its own)",
     )
     pace = p.add_mutually_exclusive_group()
     pace.add_argument(
@@ -87,10 +91,10 @@ def run_stream(args: argparse.Namespace) -> int:
         return err.exit_code
 
 
-def _frames(args, config, mode: str, steps: int) -> tuple[int, int]:
+def _frames(args, config, mode: str, steps: int) -> tuple[int | None, int | None]:
     from .streaming import frames_for_latency
 
-    block, lookahead = 8, 4
+    block, lookahead = None, None  # RealtimeEnhancer's defaults (they depend on the model)
     if args.latency_ms is not None:
         block, lookahead = frames_for_latency(args.latency_ms, config, mode, steps)
     block = args.block_frames if args.block_frames is not None else block

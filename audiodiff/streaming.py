@@ -10,11 +10,17 @@ the network on a fixed-size *window*::
 padded (with zeros on the left, at the stream's start) to ``window_frames``, a multiple of the
 backbone's ``2**(levels - 1)``; only the block's frames are kept and go to the synthesiser.
 
-Modes. ``predictive``: one predictor pass per hop (StoRM's Ŷ). ``storm``: the model's reverse
-sampler with ``steps`` steps on the window (StoRM from Ŷ; a score-only model runs SGMSE+ from y,
-as ``score`` does). ``diffusion``: a streaming diffusion buffer (see :class:`_DiffusionBuffer`):
-N = ``steps`` blocks sit at staggered diffusion times and every hop costs ONE score-network call
-(plus one predictor call for StoRM), with one diffusion time per frame (:func:`frame_score`).
+Modes. ``predictive``: one predictor pass per hop (StoRM's Ŷ); a *causal* predictor
+(:mod:`audiodiff.nets.causal`) streams with cached layer state instead of a window: each hop runs
+it on the hop's new frames only, its look-ahead is its own L frames, and the output equals the
+offline enhancement (at a fixed gain). ``storm``: the model's reverse sampler with ``steps`` steps
+on the window (StoRM models only, as offline). ``score``: SGMSE+ from y. ``diffusion``: a
+streaming diffusion buffer (see :class:`_DiffusionBuffer`): N = ``steps`` blocks sit at
+staggered diffusion times and every hop costs ONE score-network call per predictor and
+corrector step (plus one predictor call for StoRM), with one diffusion time per frame
+(:func:`frame_score`); it runs the PC sampler (``corrector_steps`` Langevin steps with ``snr``,
+then the reverse-diffusion step, which is also the Euler-Maruyama step here) and refuses the
+ODE samplers.
 Caveat: our models are trained with one t per example, never on windows mixing noise levels, so
 this mode's quality with trained networks is unmeasured; its bookkeeping is exact (tests).
 ``passthrough``: the STFT round trip only (tests, plumbing).
@@ -56,18 +62,20 @@ from .enhance import (
     pick_device,
 )
 from .models import StoRM, channels_to_complex, complex_to_channels
+from .nets.causal import CausalStream
 from .nets.layers import ResnetBlockBigGAN
 from .sampling import time_grid
 from .spec_streaming import StreamingAnalyser, StreamingSynthesiser
 from .tensors import complex_randn
 
 __all__ = ["MODES", "RealtimeEnhancer", "StreamStats", "frame_score", "frames_for_latency"]
-__all__ += ["resolve_mode"]
+__all__ += ["causal_predictor", "resolve_mode"]
 
 MODES = ("predictive", "storm", "score", "diffusion", "bridge", "passthrough")
+CAUSAL_BLOCK_FRAMES = 4  # a causal predictor's default hop: 509 + (3 + L)·128 samples (L 1: 64 ms)
 _NEEDS = {  # model kinds each mode runs on
     "predictive": ("predictive", "storm"),
-    "storm": ("storm", "score"),
+    "storm": ("storm",),  # as offline: a score model has no predictor to regenerate from
     "score": ("storm", "score"),
     "diffusion": ("storm", "score"),
     "bridge": ("bridge",),
@@ -208,7 +216,8 @@ def frames_for_latency(
     """The (block_frames, lookahead_frames) of the largest block whose latency fits ``latency_ms``.
 
     Non-diffusion modes use B - 1 + A <= H hops with A = H // 3 look-ahead; diffusion needs
-    N·B - 1 + A <= H with A = H // (3N). ``H = floor((latency - (n_fft - 1)) / hop)``.
+    N·B - 1 + A <= H with A = H // (3N); a causal predictor (predictive mode) has its own
+    look-ahead L, so B = H + 1 - L. ``H = floor((latency - (n_fft - 1)) / hop)``.
     """
     spec = config.spec
     budget = latency_ms * spec.sample_rate / 1000 - (spec.n_fft - 1)
@@ -218,6 +227,9 @@ def frames_for_latency(
     hops = int(budget // spec.hop_length)
     blocks = steps if mode == "diffusion" else 1
     lookahead = hops // (3 * blocks)
+    predictor = config.predictor
+    if mode == "predictive" and predictor is not None and predictor.causal:
+        lookahead = predictor.lookahead
     block = (hops + 1 - lookahead) // blocks
     if block < 1:
         raise ValueError(f"latency {latency_ms} ms is too short for {blocks} buffered blocks")
@@ -225,13 +237,20 @@ def frames_for_latency(
 
 
 def _frame_multiple(model: torch.nn.Module | None) -> int:
-    """lcm of the backbones' 2**(levels - 1) time-downsampling factors (1 without NCSN++)."""
+    """lcm of the backbones' time multiples, 2**(levels - 1) (1 causal or without NCSN++)."""
     factors = [1]
     for module in model.modules() if model is not None else ():
-        factor = getattr(getattr(module, "config", None), "downsampling_factor", None)
+        factor = getattr(getattr(module, "config", None), "time_multiple", None)
         if isinstance(factor, int):
             factors.append(factor)
     return math.lcm(*factors)
+
+
+def causal_predictor(model: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The causal NCSN++ of a model's predictive stage (nets/causal.py), or None."""
+    predictor = getattr(model, "predictor", model)
+    backbone = getattr(predictor, "backbone", None)
+    return backbone if getattr(getattr(backbone, "config", None), "causal", False) else None
 
 
 def resolve_mode(config: ModelConfig, mode: str | None) -> str:
@@ -258,7 +277,7 @@ def _sampler_calls(settings) -> int:
 
 
 class _DiffusionBuffer:
-    """N blocks at staggered diffusion times; every hop costs ONE score-network call.
+    """N blocks at staggered diffusion times; every hop costs ONE score-network call per PC step.
 
     Grid t_0 = T > t_1 > ... > t_{N-1} = t_eps (``time_grid``, as offline). A block enters at
     stage 0 from x = m + σ(T)·z, m its mean target (Ŷ for StoRM, y for a score model, fixed at
@@ -266,11 +285,21 @@ class _DiffusionBuffer:
     call of :func:`frame_score` over the window; the block at stage N-1 steps from t_eps to 0
     noise-free (the mean, as the offline sampler's last step) and leaves. So a block is output
     N - 1 hops after it entered: diffusion mode adds (N - 1)·B·hop samples of latency.
+    With ``corrector_steps`` C > 0, each hop first takes C annealed-Langevin steps (step size
+    2 (snr σ(t))², per frame, as :func:`~audiodiff.sampling.annealed_langevin_step`) on the
+    buffered frames: 1 + C calls per hop, as the offline PC sampler per step.
     Other frames in the window only condition the network: finished blocks (their estimates,
     t = t_eps), look-ahead (m + σ(T)·z with fresh z each hop, t = T) and left zero padding (t = T).
     """
 
-    def __init__(self, model, steps: int, t_eps: float, generator: torch.Generator):
+    def __init__(self, model, settings, generator: torch.Generator):
+        if settings.method != "pc":  # reverse_diffusion and euler_maruyama: the same update here
+            raise ValueError(
+                f"the streaming diffusion mode runs the predictor-corrector sampler, not "
+                f"{settings.method!r}: use mode 'storm' or 'score' for this sampler"
+            )
+        steps, t_eps = settings.steps, settings.t_eps
+        self.corrector_steps, self.snr = settings.corrector_steps, settings.snr
         self.storm = isinstance(model, StoRM)
         self.score = model.score if self.storm else model
         self.predictor = model.predictor if self.storm else None
@@ -311,8 +340,14 @@ class _DiffusionBuffer:
             t_next[block] = self.grid[stage + 1] if stage + 1 < len(self.grid) else 0.0
             last[block] = stage + 1 == len(self.grid)
         cond = StoRM.condition(y, m) if self.storm else y
+        moving = (t != t_next).reshape(1, 1, 1, -1)  # the buffered blocks' frames
+        for _ in range(self.corrector_steps):  # annealed Langevin at each frame's own t
+            score = frame_score(self.score, x, cond, t[None])  # (1, 1, F, W), one call
+            eps = (2.0 * (self.snr * self.sde.marginal_std(t)) ** 2).reshape(1, 1, 1, -1)
+            z = complex_randn(tuple(y.shape), generator=self.generator, device=y.device)
+            x = torch.where(moving, x + eps * score + (2.0 * eps).sqrt() * z, x)
         score = frame_score(self.score, x, cond, t[None])  # (1, 1, F, W), one call
-        calls += 1
+        calls += 1 + self.corrector_steps
         dt, g = (t - t_next).reshape(1, 1, 1, -1), self.sde.diffusion(t).reshape(1, 1, 1, -1)
         x_mean = x - self.sde.drift(x, m, t) * dt + g.square() * dt * score
         noise = torch.where(last.reshape(1, 1, 1, -1), 0.0, g * dt.sqrt())
@@ -362,20 +397,24 @@ class RealtimeEnhancer:
         config: ModelConfig,
         *,
         mode: str | None = None,
-        block_frames: int = 8,
-        context_frames: int = 16,
-        lookahead_frames: int = 4,
+        block_frames: int | None = None,
+        context_frames: int | None = None,
+        lookahead_frames: int | None = None,
         steps: int | None = None,
-        device: str | torch.device | None = "cpu",
+        device: str | torch.device | None = "auto",
         seed: int = 0,
         input_peak: float | None = None,
         atten_lim_db: float | None = None,
         precision: str = "fp32",
         clock: Callable[[], float] = time.perf_counter,
     ):
+        self.mode = resolve_mode(config, mode)
+        self.causal_net = causal_predictor(model) if self.mode == "predictive" else None
+        context_frames, lookahead_frames = self._window_frames(context_frames, lookahead_frames)
+        if block_frames is None:
+            block_frames = CAUSAL_BLOCK_FRAMES if self.causal_net is not None else 8
         if block_frames < 1 or context_frames < 0 or lookahead_frames < 0:
             raise ValueError("need block_frames >= 1, context_frames >= 0, lookahead_frames >= 0")
-        self.mode = resolve_mode(config, mode)
         self.config, self.spec = config, config.spec
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -394,10 +433,27 @@ class RealtimeEnhancer:
         span = context_frames + self.buffer_blocks * block_frames + lookahead_frames
         multiple = _frame_multiple(self.model)
         self.window_frames = -(-span // multiple) * multiple
+        if self.causal_net is not None:  # cached state: each hop runs on its new frames only
+            self.window_frames = block_frames
         check_atten_lim(atten_lim_db)
         self.seed, self.input_peak, self._clock = seed, input_peak, clock
         self.atten_lim_db = atten_lim_db
         self.reset()
+
+    def _window_frames(self, context: int | None, lookahead: int | None) -> tuple[int, int]:
+        """(context, look-ahead) frames: 16 and 4 by default; a causal predictor streams with
+        cached state (no context window) and looks ahead exactly its own L frames."""
+        if self.causal_net is None:
+            return 16 if context is None else context, 4 if lookahead is None else lookahead
+        own = self.causal_net.config.lookahead
+        if lookahead is not None and lookahead != own:
+            raise ValueError(
+                f"this causal model looks ahead exactly {own} frames, not {lookahead}: "
+                "leave the look-ahead unset"
+            )
+        if context:
+            raise ValueError("a causal model streams with cached state: no context frames")
+        return 0, own
 
     @property
     def latency_samples(self) -> int:
@@ -432,10 +488,9 @@ class RealtimeEnhancer:
         self._queue = np.zeros(self.latency_samples, np.float32)  # output not returned yet
         self._dry = np.zeros(self.latency_samples, np.float32)  # input, as late as the output
         self._diffusion = None
+        self._causal = CausalStream(self.causal_net) if self.causal_net is not None else None
         if self.mode == "diffusion":
-            self._diffusion = _DiffusionBuffer(
-                self.model, self.settings.steps, self.settings.t_eps, self._generator
-            )
+            self._diffusion = _DiffusionBuffer(self.model, self.settings, self._generator)
         block_seconds = self.block_samples / self.spec.sample_rate
         self.stats = StreamStats(block_seconds=block_seconds, latency_ms=self.latency_ms)
 
@@ -518,6 +573,8 @@ class RealtimeEnhancer:
     def _run_blocks(self, final: bool) -> None:
         """Process every block whose look-ahead is complete (all remaining ones when final)."""
         B, A = self.block_frames, self.lookahead_frames
+        if self._causal is not None:
+            return self._run_causal(final)
         while self._next_block * B < self._frames:
             start = self._next_block * B
             stop = min(start + B, self._frames)
@@ -527,6 +584,33 @@ class RealtimeEnhancer:
             self._next_block += 1
         while final and self._diffusion is not None and self._diffusion.blocks:
             self._hop(None, None, self._frames)  # drain the diffusion buffer
+
+    def _run_causal(self, final: bool) -> None:
+        """Cached path: every B new frames (the rest when final) go through the causal network
+        once; its outputs lag the input by its look-ahead, which ``flush`` releases at the end."""
+        B = self.block_frames
+        while self._frames - self._next_block * B >= (1 if final else B):
+            start = self._next_block * B
+            self._causal_hop(start, min(start + B, self._frames), last=False)
+            self._next_block += 1
+        if final:
+            self._causal_hop(self._frames, self._frames, last=True)
+
+    def _causal_hop(self, start: int, stop: int, last: bool) -> None:
+        """Frames [start, stop) -> the causal network's new output frames -> the synthesiser."""
+        began = self._clock()
+        y = self._store[0, :, start - self._base : stop - self._base][None, None]  # (1, 1, F, n)
+        gain = self._gain(max(stop, 1))
+        with torch.inference_mode():
+            out = self._causal.push(complex_to_channels(y * gain)) if stop > start else None
+            if last:
+                tail = self._causal.flush()
+                out = tail if out is None else torch.cat([out, tail], dim=-1)
+            if out.shape[-1]:
+                frames = channels_to_complex(out) / gain  # (1, 2, F, m) -> (1, 1, F, m)
+                wave = self.synthesiser.push(frames)[0].cpu().numpy()
+                self._queue = np.concatenate([self._queue, wave])
+        self.stats.record(self._clock() - began, int(stop > start or last))
 
     def _hop(self, start: int | None, stop: int | None, end: int) -> None:
         """Process the window of frames [end - W, end) for block [start, stop), timed."""

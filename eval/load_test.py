@@ -1,7 +1,7 @@
 """Load test of ``audiodiff serve``: N concurrent websocket clients, latency percentiles.
 
     python eval/load_test.py [--clients 20] [--seconds 10] [--mode passthrough] [--model DIR]
-        [--block-frames 8] [--lookahead-frames 4] [--fast] [--url ws://HOST:PORT/ws]
+        [--block-frames B] [--lookahead-frames A] [--fast] [--url ws://HOST:PORT/ws]
 
 Without ``--url`` the server runs in-process on a free loopback port, with ``--model`` or else an
 untrained tiny demo StoRM. Each client streams its own signal (a noisy excerpt + its own tone),
@@ -69,9 +69,9 @@ def server_process(model, config, args):
         probe.close()
         command = [sys.executable, "-m", "audiodiff.serve", "--model", str(model_dir)]
         command += ["--port", str(port), "--mode", args.mode, "--threads", str(args.threads)]
-        command += ["--workers", str(args.workers), "--block-frames", str(args.block_frames)]
-        command += ["--lookahead-frames", str(args.lookahead_frames)]
-        command += ["--context-frames", str(args.context_frames)]
+        command += ["--workers", str(args.workers)]
+        for flag, value in frame_settings(args).items():  # unset: the server's model default
+            command += [f"--{flag.replace('_', '-')}", str(value)] if value is not None else []
         command += ["--steps", str(args.steps)] if args.steps is not None else []
         child = subprocess.Popen(command)
         try:
@@ -84,6 +84,12 @@ def server_process(model, config, args):
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(timeout=10)
+
+
+def frame_settings(args) -> dict:
+    """The streaming frames asked for; None leaves RealtimeEnhancer's default for the model."""
+    names = ("block_frames", "lookahead_frames", "context_frames")
+    return {name: getattr(args, name) for name in names}
 
 
 def wait_for_health(url: str, child, timeout: float) -> None:
@@ -106,9 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mode", choices=MODES, default="passthrough")
     p.add_argument("--model", help="model folder (default: an untrained tiny demo StoRM)")
     p.add_argument("--steps", type=int)
-    p.add_argument("--block-frames", type=int, default=8)
-    p.add_argument("--lookahead-frames", type=int, default=4)
-    p.add_argument("--context-frames", type=int, default=16)
+    p.add_argument("--block-frames", type=int, help="default 8 (4 for a causal model)")
+    p.add_argument("--lookahead-frames", type=int, help="default 4 (a causal model's own)")
+    p.add_argument("--context-frames", type=int, help="default 16 (none for a causal model)")
     p.add_argument("--chunk", type=int, default=1024, help="samples per websocket message")
     p.add_argument("--fast", action="store_true", help="no real-time pacing (closed loop)")
     p.add_argument("--url", help="an already running server's ws://.../ws")
@@ -162,11 +168,7 @@ def main(argv=None) -> int:
         model, config = None, tiny_storm_config()
     else:
         model, config = load_model(args.model)
-    frames = dict(
-        block_frames=args.block_frames,
-        lookahead_frames=args.lookahead_frames,
-        context_frames=args.context_frames,
-    )
+    frames = frame_settings(args)
     signals = [client_signal(i, args.seconds) for i in range(args.clients)]
     settings = ServeSettings(mode=args.mode, steps=args.steps, workers=args.workers, **frames)
     if args.url:

@@ -7,6 +7,7 @@ downloads one. Missing either is a failure, not a skip: the CI installs both.
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,11 @@ import torch
 
 from audiodiff.audio import read_audio, resample
 from audiodiff.checkpoint import build_model
+from audiodiff.config import ModelConfig
+from audiodiff.nets import PRESETS
 from audiodiff.quickfit import tiny_storm_config
 from audiodiff.serve import ServeSettings, background_server, create_app
+from audiodiff.spec import SpecConfig
 from audiodiff.streaming import RealtimeEnhancer
 
 CHROMIUM = os.environ.get("AUDIODIFF_CHROMIUM", "/usr/bin/chromium")
@@ -45,22 +49,44 @@ def chromium_flags(fake_wav: Path) -> list[str]:
     ]
 
 
-def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
+def model_48k() -> ModelConfig:
+    """An untrained micro causal predictor at 48 kHz (768 bins, 8 ms hops), as ncsnpp_48k's STFT."""
+    spec = SpecConfig(sample_rate=48000, n_fft=1534, hop_length=384)
+    net = replace(PRESETS["ncsnpp_causal"], nf=8, ch_mult=(1, 2), num_freqs=768)
+    return ModelConfig(
+        kind="predictive",
+        backbone=None,
+        predictor=replace(net, in_channels=2, time_conditional=False),
+        spec=spec,
+    )
+
+
+SETUPS = {  # config, streaming frames, the latency in samples they give
+    "16k-window": (tiny_storm_config, dict(block_frames=16, context_frames=8, lookahead_frames=2),
+                   509 + (16 - 1 + 2) * 128),
+    "48k-causal": (model_48k, dict(block_frames=4), 1533 + (4 - 1 + 1) * 384),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path, setup):
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the playwright package is missing: pip install 'audiodiff[test]'")
+    make_config, frames, latency = SETUPS[setup]
     noisy, rate = read_audio(NOISY)  # 1.96 s; Chromium loops the file
     fake = tmp_path / "noisy.wav"
     sf.write(fake, resample(noisy[0], rate, 48000), 48000, subtype="PCM_16")
     torch.manual_seed(0)
-    config = tiny_storm_config()
+    config = make_config()
+    model_rate = config.spec.sample_rate
     model = build_model(config).eval()
-    frames = dict(block_frames=16, context_frames=8, lookahead_frames=2)
     offline = RealtimeEnhancer(model, config, mode="predictive", **frames)
-    expected_rms = rms(np.concatenate([offline.push(noisy[0]), offline.flush()]))
+    at_model_rate = resample(noisy[0], rate, model_rate)
+    expected_rms = rms(np.concatenate([offline.push(at_model_rate), offline.flush()]))
     settings = ServeSettings(mode="predictive", model_name="tiny-test", **frames)
     app = create_app(model, config, settings)
     with background_server(app) as url, sync_playwright() as pw:
@@ -75,9 +101,10 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
             page.goto(url)
             page.wait_for_function("() => window.audiodiffStats.info !== null", timeout=30_000)
             info = page.inner_text("#info")  # what will run, before Start
+            page_axis = page.eval_on_selector_all("#yaxis span", "s => s.map(e => e.textContent)")
             page.click("#start")
             page.wait_for_function(
-                "() => window.audiodiffStats.receivedSamples >= 24000 "
+                f"() => window.audiodiffStats.receivedSamples >= {int(1.5 * model_rate)} "
                 "|| window.audiodiffStats.errors.length > 0",
                 timeout=90_000,
             )
@@ -92,14 +119,17 @@ def test_page_streams_the_microphone_and_plays_enhanced_audio(tmp_path):
         finally:
             context.close()
     assert stats["errors"] == []
-    assert stats["ready"]["mode"] == "predictive" and stats["ready"]["sample_rate"] == 16000
-    assert stats["receivedSamples"] / 16000 >= 1.0  # >= 1 s of enhanced audio came back
+    assert stats["ready"]["mode"] == "predictive" and stats["ready"]["sample_rate"] == model_rate
+    assert stats["receivedSamples"] / model_rate >= 1.0  # >= 1 s of enhanced audio came back
     assert stats["receivedSamples"] <= stats["sentSamples"]  # one reply per message, same size
-    # the fake microphone delivered the file through the worklet's 48 -> 16 kHz resampler
+    # the fake microphone delivered the file through the worklet at the model's rate
     assert 0.7 < stats["sentRms"] / rms(noisy[0]) < 1.4, (stats["sentRms"], rms(noisy[0]))
     # not silent: the (untrained, quiet) model's level, as an offline run of it gives
     assert 0.3 < stats["rms"] / expected_rms < 3, (stats["rms"], expected_rms)
     assert "algorithmic" in readout and "RTF" in readout
-    latency = 509 + (16 - 1 + 2) * 128  # samples: the STFT, then block - 1 + look-ahead hops
-    assert info.startswith("model tiny-test · mode predictive") and f"{latency / 16:.1f} ms" in info
+    # latency in samples: the STFT's n_fft - 1, then block - 1 + look-ahead hops
+    assert info.startswith("model tiny-test · mode predictive")
+    assert f"{1000 * latency / model_rate:.1f} ms" in info and f"{model_rate // 1000} kHz" in info
+    top = page_axis[0]  # the spectrogram's frequency axis goes up to the model's Nyquist rate
+    assert top == f"{model_rate / 2000:g} kHz", page_axis
     assert status[0].startswith("OVERLOADED") and status[1] == "overloaded"  # a visible state

@@ -277,12 +277,34 @@ def test_score_only_model_streams_in_every_sampling_mode(pair):
     )
     model = build_model(config).eval()
     calls = count_calls(model.backbone)
-    for mode in ("storm", "diffusion"):
+    for mode in ("score", "diffusion"):
         out = stream(RealtimeEnhancer(model, config, mode=mode, block_frames=8), pair[1][:3000])
         assert np.isfinite(out).all() and np.abs(out).max() > 0
-    assert len(calls) == 2 * 3 + (3 + 1)  # storm: 2 steps x 3 blocks; diffusion: 3 + 1 hops
-    with pytest.raises(ValueError, match="predictive"):
-        RealtimeEnhancer(model, config, mode="predictive")
+    assert len(calls) == 2 * 3 + (3 + 1)  # score: 2 steps x 3 blocks; diffusion: 3 + 1 hops
+    for mode in ("predictive", "storm"):  # as offline: a score model has no predictor
+        with pytest.raises(ValueError, match=mode):
+            RealtimeEnhancer(model, config, mode=mode)
+    with pytest.raises(ValueError, match="storm"):
+        Enhancer(model, config)(pair[1][:3000], 16000, mode="storm")
+
+
+def test_diffusion_mode_honours_the_corrector_and_refuses_ode_samplers(pair):
+    torch.manual_seed(0)
+    settings = SamplerConfig(steps=2, corrector_steps=2)
+    config = ModelConfig(backbone=replace(MICRO, in_channels=4), sampler=settings)
+    model = build_model(config).eval()
+    calls = count_calls(model.backbone)
+    no_corrector = replace(config, sampler=replace(settings, corrector_steps=0))
+    x = pair[1][:3000]
+    plain = stream(RealtimeEnhancer(model, no_corrector, mode="diffusion", block_frames=8), x)
+    assert len(calls) == 3 + 1  # 3 blocks + 1 draining hop, one call each
+    corrected = stream(RealtimeEnhancer(model, config, mode="diffusion", block_frames=8), x)
+    assert len(calls) == 4 + (1 + 2) * 4  # every hop: 2 Langevin calls, then the predictor
+    assert not np.allclose(plain, corrected)
+    for method in ("ode_euler", "ode_heun"):
+        ode = replace(config, sampler=replace(settings, method=method))
+        with pytest.raises(ValueError, match=method):
+            RealtimeEnhancer(model, ode, mode="diffusion")
 
 
 @pytest.mark.parametrize("mode", ["storm", "diffusion"])

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiodiff.nets.causal import make_causal_
 from audiodiff.nets.layers import (
     FIRDownsample,
     FIRUpsample,
@@ -38,6 +40,7 @@ from audiodiff.tensors import append_dims
 
 _TUPLE_FIELDS = ("ch_mult", "attn_resolutions", "fir_kernel")
 OUT_SCALE_AT = ("features", "output")  # where NCSNpp.forward applies its out_scale
+MAX_LOOKAHEAD = 2  # frames a causal NCSN++ may look ahead
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class NCSNppConfig:
     input_skip: bool = True  # progressive input pyramid (reference progressive_input)
     output_skip: bool = True  # progressive output pyramid (reference progressive)
     out_scale_at: str = "features"  # "features": before the final 1x1 projection; "output": after
+    causal: bool = False  # time-causal variant (nets/causal.py): no attention, F-only resampling
+    lookahead: int = 0  # causal only: output frame t sees input frames up to t + lookahead
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:  # accept lists (e.g. from YAML) but store tuples
@@ -74,6 +79,11 @@ class NCSNppConfig:
     def downsampling_factor(self) -> int:
         """F and T must be multiples of this."""
         return 2 ** (self.num_levels - 1)
+
+    @property
+    def time_multiple(self) -> int:
+        """T must be a multiple of this (1 for the causal variant: time is never resampled)."""
+        return 1 if self.causal else self.downsampling_factor
 
     def level_has_attention(self, level: int) -> bool:
         """Attention is placed by the frequency size of a level: num_freqs / 2**level."""
@@ -124,8 +134,17 @@ def _validate(cfg: NCSNppConfig) -> None:
         cfg.num_freqs % cfg.downsampling_factor == 0,
         f"num_freqs={cfg.num_freqs} is not divisible by 2**(len(ch_mult)-1)",
     )
-    for name in ("time_conditional", "input_skip", "output_skip"):
+    for name in ("time_conditional", "input_skip", "output_skip", "causal"):
         _check(isinstance(getattr(cfg, name), bool), f"{name} must be a bool")
+    _check(
+        _is_int(cfg.lookahead) and 0 <= cfg.lookahead <= (MAX_LOOKAHEAD if cfg.causal else 0),
+        f"lookahead must be an int in [0, {MAX_LOOKAHEAD}] for a causal network and 0 otherwise, "
+        f"got {cfg.lookahead!r}",
+    )
+    _check(
+        not (cfg.causal and cfg.attn_resolutions),
+        "a causal network has no attention: attn_resolutions must be empty",
+    )
     _check(cfg.out_scale_at in OUT_SCALE_AT, f"out_scale_at must be one of {OUT_SCALE_AT}")
     _check(
         _is_real(cfg.fourier_scale) and cfg.fourier_scale > 0,
@@ -194,6 +213,20 @@ PRESETS: dict[str, NCSNppConfig] = {
     "ncsnpp_m": NCSNppConfig(ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=()),
     "ncsnpp_s": NCSNppConfig(nf=64, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=()),
     "ncsnpp_tiny": NCSNppConfig(nf=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=()),
+    # The time-causal variant (nets/causal.py) for one-thread real-time streaming, 1 frame of
+    # look-ahead. Frequency-only resampling keeps every frame at every level, and a streamed hop
+    # of a few frames pays a fixed cost per layer, so it is narrow (nf 8, 16.5 M multiply-adds
+    # per frame against ncsnpp_tiny's 99 M made causal) and has no input/output pyramids.
+    "ncsnpp_causal": NCSNppConfig(
+        nf=8,
+        ch_mult=(1, 2, 4),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        input_skip=False,
+        output_skip=False,
+        causal=True,
+        lookahead=1,
+    ),
 }
 
 
@@ -238,16 +271,17 @@ class DownLevel(nn.Module):
 
 
 class MidBlock(nn.Module):
-    """Bottleneck: residual block, self-attention, residual block."""
+    """Bottleneck: residual block, self-attention (none in the causal variant), residual block."""
 
     def __init__(self, cfg: NCSNppConfig, channels: int, temb_dim: int | None):
         super().__init__()
         self.block1 = _block(cfg, channels, channels, temb_dim)
-        self.attn = SelfAttention2d(channels)
+        self.attn = None if cfg.causal else SelfAttention2d(channels)
         self.block2 = _block(cfg, channels, channels, temb_dim)
 
     def forward(self, h: Tensor, temb: Tensor | None) -> Tensor:
-        return self.block2(self.attn(self.block1(h, temb)), temb)
+        h = self.block1(h, temb)
+        return self.block2(h if self.attn is None else self.attn(h), temb)
 
 
 class UpLevel(nn.Module):
@@ -332,6 +366,8 @@ class NCSNpp(nn.Module):
 
         # PyTorch default init, as the reference's plain nn.Conv2d output layer.
         self.output_proj = nn.Conv2d(cfg.in_channels, cfg.out_channels, 1)
+        if cfg.causal:
+            make_causal_(self, cfg.fir_kernel)
 
     def forward(
         self, x: Tensor, t: Tensor | None = None, out_scale: Tensor | None = None
@@ -341,8 +377,19 @@ class NCSNpp(nn.Module):
         time_conditional; out_scale: (B,) or None - multiplies the features entering the final
         1x1 projection (``out_scale_at="features"``, where sgmse's ncsnpp applies its 1/t) or the
         projected output (``"output"``, as ncsnpp_48k and ncsnpp_v2); None means 1.
-        Returns (B, out_channels, F, T) real."""
+        Returns (B, out_channels, F, T) real. The causal variant takes any T; its output frame t
+        sees input frames up to t + lookahead (zeros past the end)."""
         self._check_inputs(x, t, out_scale)
+        lookahead = self.config.lookahead
+        if lookahead:  # (B, C, F, T) -> (B, C, F, T + L) -> output frames L .. T + L - 1
+            return self.causal_forward(F.pad(x, (0, lookahead)), t, out_scale)[..., lookahead:]
+        return self.causal_forward(x, t, out_scale)
+
+    def causal_forward(
+        self, x: Tensor, t: Tensor | None = None, out_scale: Tensor | None = None
+    ) -> Tensor:
+        """The network without the look-ahead delay (the same as ``forward`` when L = 0):
+        output frame t of the causal variant sees input frames up to t (nets/causal.py)."""
         temb = self.time_embed(t) if self.time_embed is not None else None
 
         h = self.input_conv(x)
@@ -372,8 +419,9 @@ class NCSNpp(nn.Module):
                 f"x must be real (B, {cfg.in_channels}, F, T), got {tuple(x.shape)} {x.dtype}"
             )
         factor = cfg.downsampling_factor
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"F and T must be multiples of {factor}, got {tuple(x.shape[-2:])}")
+        if x.shape[-2] % factor or x.shape[-1] % cfg.time_multiple:
+            what = "F" if cfg.causal else "F and T"  # the causal variant never resamples time
+            raise ValueError(f"{what} must be multiples of {factor}, got {tuple(x.shape[-2:])}")
         batch = x.shape[0]
         if cfg.time_conditional and t is None:
             raise ValueError("this NCSN++ is time-conditional: pass t of shape (B,)")

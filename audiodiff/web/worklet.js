@@ -1,13 +1,18 @@
 // AudioWorklet processors of the audiodiff live page.
 //
-// 'audiodiff-capture': microphone (first channel) at the context rate -> 16 kHz mono Float32Array
-//   chunks of `chunk` samples posted to the main thread. Downsampling: two cascaded biquad
-//   low-passes at 0.45 x 16 kHz (anti-aliasing), clipped to [-1, 1], then linear interpolation.
-// 'audiodiff-player': 16 kHz chunks {enhanced, original} from the main thread -> the context rate
-//   (linear interpolation) after a short jitter buffer; {type: 'select', which} picks the stream
-//   heard (the before/after toggle), both stay in step so switching is instantaneous.
+// Both take processorOptions.rate: the model's sample rate (from the server's /health; 16 kHz
+// when absent), so 16 and 48 kHz models work alike.
+// 'audiodiff-capture': microphone (first channel) at the context rate -> mono Float32Array chunks
+//   of `chunk` samples at the model's rate, posted to the main thread. Resampling: two cascaded
+//   biquad low-passes at 0.45 x the lower rate (anti-aliasing) when the context rate is higher,
+//   clipped to [-1, 1], then linear interpolation.
+// 'audiodiff-player': chunks {enhanced, original} at the model's rate from the main thread -> the
+//   context rate (linear interpolation) after a short jitter buffer; {type: 'select', which}
+//   picks the stream heard (the before/after toggle), both stay in step so switching is instant.
 
-const RATE = 16000;
+function modelRate(options) {
+  return (options.processorOptions && options.processorOptions.rate) || 16000;
+}
 
 function lowpass(cutoff, rate) {
   // RBJ biquad low-pass, Q = 1/sqrt(2): coefficients normalised by a0.
@@ -30,9 +35,10 @@ function filter(f, x) {
 class Capture extends AudioWorkletProcessor {
   constructor(options) {
     super();
+    const rate = modelRate(options);
     this.chunk = (options.processorOptions && options.processorOptions.chunk) || 512;
-    this.step = sampleRate / RATE; // input samples per output sample
-    this.filters = sampleRate > RATE ? [lowpass(0.45 * RATE, sampleRate), lowpass(0.45 * RATE, sampleRate)] : [];
+    this.step = sampleRate / rate; // input samples per output sample
+    this.filters = sampleRate > rate ? [lowpass(0.45 * rate, sampleRate), lowpass(0.45 * rate, sampleRate)] : [];
     this.pos = 0; // read position relative to the current input block (may be in [-1, 0))
     this.prev = 0; // last filtered sample of the previous block, at position -1
     this.out = new Float32Array(this.chunk);
@@ -70,13 +76,14 @@ class Capture extends AudioWorkletProcessor {
 class Player extends AudioWorkletProcessor {
   constructor(options) {
     super();
+    const rate = modelRate(options);
     const seconds = 20;
-    this.size = RATE * seconds;
+    this.size = rate * seconds;
     this.rings = { enhanced: new Float32Array(this.size), original: new Float32Array(this.size) };
-    this.write = 0; // samples written (16 kHz)
-    this.read = 0; // fractional read position (16 kHz samples)
-    this.step = RATE / sampleRate;
-    this.prebuffer = ((options.processorOptions && options.processorOptions.prebufferMs) || 100) * RATE / 1000;
+    this.write = 0; // samples written (model rate)
+    this.read = 0; // fractional read position (model-rate samples)
+    this.step = rate / sampleRate;
+    this.prebuffer = ((options.processorOptions && options.processorOptions.prebufferMs) || 100) * rate / 1000;
     this.playing = false;
     this.which = 'enhanced';
     this.ticks = 0;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +144,23 @@ def test_warm_start_recipe_checks(predictor_dir):
         bridge_recipe(predictor_dir, f"train.init_model={predictor_dir}")
     with pytest.raises(RecipeError, match="applies to storm models"):
         load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.alpha=0.3"])
+
+
+def test_bridge_from_prediction_streams_in_both_modes(predictor_dir):
+    from audiodiff.streaming import RealtimeEnhancer
+
+    recipe = bridge_recipe(predictor_dir)
+    model = build_training_model(recipe).eval()
+    noisy = (0.1 * torch.randn(8000, generator=torch.Generator().manual_seed(7))).numpy()
+    outs = {}
+    for mode in ("bridge", "predictive"):
+        rt = RealtimeEnhancer(model, recipe.model, mode=mode, block_frames=4, lookahead_frames=2)
+        outs[mode] = np.concatenate([rt.push(noisy), rt.flush()])
+        blocks = rt.stats.summary()["blocks"]
+        calls = rt.stats.network_calls
+        assert calls == blocks * (1 + recipe.model.sampler.steps if mode == "bridge" else 1)
+    assert np.isfinite(outs["bridge"]).all()
+    # warm-started: the bridge streams what the predictor streams
+    assert (
+        np.abs(outs["bridge"] - outs["predictive"]).max() <= 1e-4 * np.abs(outs["predictive"]).max()
+    )

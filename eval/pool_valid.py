@@ -27,9 +27,16 @@ METRICS = ("pesq", "estoi", "si_sdr")
 
 
 def parse_mode(spec: str) -> dict:
-    """``bridge@3`` -> {"mode": "bridge", "steps": 3}; ``predictive`` -> {"mode": ...}."""
-    mode, _, steps = spec.partition("@")
-    return {"mode": mode, **({"steps": int(steps)} if steps else {})}
+    """``MODE[:METHOD][@N][~T_EPS]`` -> sampler overrides, e.g. ``bridge:sb_sde@3~0.03``."""
+    spec, _, t_eps = spec.partition("~")
+    head, _, steps = spec.partition("@")
+    mode, _, method = head.partition(":")
+    out = {"mode": mode, **({"steps": int(steps)} if steps else {})}
+    return {
+        **out,
+        **({"method": method} if method else {}),
+        **({"t_eps": float(t_eps)} if t_eps else {}),
+    }
 
 
 def main(argv=None) -> int:
@@ -37,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE recipe overrides")
     parser.add_argument("--models", nargs="+", required=True, help="model folders or names")
-    parser.add_argument("--modes", nargs="+", default=[None], help="MODE or MODE@STEPS")
+    parser.add_argument("--modes", nargs="+", default=[None], help="MODE[:METHOD][@N][~T_EPS]")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -9,7 +9,7 @@ set -euo pipefail
 
 # 1. Warm start from storm-tiny-pool's predictor (time injections and the x_t / Ŷ input channels
 #    zero, so the bridge mode starts equal to the predictive mode): 500 steps, lr 5e-4 -> 5e-5.
-audiodiff train recipes/pool/bridge_hat_tiny.yaml --threads 1
+audiodiff train recipes/pool/bridge_hat_tiny.yaml train.progress_bar=false --threads 1
 audiodiff export runs/pool_bridge_hat_tiny/checkpoints/last.ckpt -o runs/pool_bridge_hat_tiny/model_last
 
 # The package's copy, full precision (this overwrites the shipped one). A stage 2 (350 more steps,

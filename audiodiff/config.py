@@ -23,6 +23,8 @@ MODES = {
     "bridge": ("bridge",),
 }
 ALL_MODES = ("storm", "predictive", "score", "bridge")
+# a bridge with a predictive stage (bridge from Ŷ: prior x_T = Ŷ, conditioning [y, Ŷ])
+BRIDGE_FROM_PREDICTION_MODES = ("bridge", "predictive")
 
 
 def _strict_kwargs(cls, d: dict, what: str) -> dict:
@@ -94,7 +96,9 @@ class ModelConfig:
     ``kind`` is ``score`` (SGMSE+: ``backbone`` is the score network, 4 input channels),
     ``predictive`` (``predictor`` alone: no time input, 2 input channels), ``storm`` (both; the
     score network sees [x_t, y, Ŷ], 6 input channels) or ``bridge`` (Schrödinger bridge: SB-VE
-    SDE, ``backbone`` predicts x̂0 from [x_t, y], sampled with ``sb_ode`` / ``sb_sde``).
+    SDE, ``backbone`` predicts x̂0 from [x_t, y], sampled with ``sb_ode`` / ``sb_sde``). A
+    ``bridge`` with a ``predictor`` bridges from Ŷ instead of y (prior x_T = Ŷ, the backbone sees
+    [x_t, y, Ŷ], 6 input channels) and also runs the ``predictive`` mode.
 
     The parametrisation (see :mod:`audiodiff.models`): ``loss_type``, ``network_scaling``,
     ``c_in``, ``c_skip``, ``c_out``, ``sigma_data``; training-only: ``loss_weighting`` (λ of the
@@ -124,8 +128,10 @@ class ModelConfig:
         needs = {"score": ("backbone",), "predictive": ("predictor",), "bridge": ("backbone",)}
         for name in ("backbone", "predictor"):
             required = name in needs.get(self.kind, ("backbone", "predictor"))
-            self._check_network(name, getattr(self, name), required)
-        if self.sampler.mode is not None and self.sampler.mode not in MODES[self.kind]:
+            optional = self.kind == "bridge" and name == "predictor"
+            net = getattr(self, name)
+            self._check_network(name, net, required or (optional and net is not None))
+        if self.sampler.mode is not None and self.sampler.mode not in self.modes:
             raise ValueError(f"a {self.kind!r} model cannot run mode {self.sampler.mode!r}")
         build_sde(self.sde)  # validates name and parameters
         _ = self.parametrisation  # validates the choices
@@ -175,7 +181,8 @@ class ModelConfig:
             raise ValueError(f"a {self.kind!r} model {'needs' if needed else 'has no'} {name}")
         if net is None:
             return
-        channels = {"backbone": 6 if self.kind == "storm" else 4, "predictor": 2}[name]
+        two_conditions = self.kind == "storm" or self.predictor is not None
+        channels = {"backbone": 6 if two_conditions else 4, "predictor": 2}[name]
         if net.in_channels != channels or net.out_channels != 2:
             raise ValueError(
                 f"{name} of a {self.kind!r} model must map {channels} channels to 2, "
@@ -190,8 +197,15 @@ class ModelConfig:
             )
 
     @property
+    def modes(self) -> tuple[str, ...]:
+        """The inference modes this model can run; the first is its kind's default."""
+        if self.kind == "bridge" and self.predictor is not None:
+            return BRIDGE_FROM_PREDICTION_MODES
+        return MODES[self.kind]
+
+    @property
     def default_mode(self) -> str:
-        return self.sampler.mode or MODES[self.kind][0]
+        return self.sampler.mode or self.modes[0]
 
     def to_dict(self) -> dict:
         return {

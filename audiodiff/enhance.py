@@ -15,7 +15,7 @@ import torch
 from . import DEFAULT_MODEL, sampling
 from .audio import resample
 from .checkpoint import load_pretrained
-from .config import MODES, SB_SAMPLERS, ModelConfig, SamplerConfig
+from .config import SB_SAMPLERS, ModelConfig, SamplerConfig
 from .models import StoRM
 from .sampling import GeneratorArg
 from .spec import Spectrogram, num_frames
@@ -92,14 +92,15 @@ def enhance_spectrogram(
     ``predictive``: Ŷ in one pass. ``storm``: the diffusion regenerates from Ŷ (mean target Ŷ, score
     conditioned on [y, Ŷ]; zero steps return Ŷ). ``score``: SGMSE+ from y (a StoRM model's score
     network is then conditioned on [y, y], the task its ``score_task_prob`` training covers).
-    ``bridge``: the Schrödinger bridge from x_T = y, the network predicting x̂0 from [x_t, y].
+    ``bridge``: the Schrödinger bridge from x_T = y, the network predicting x̂0 from [x_t, y]; for
+    a bridge with a predictor, from x_T = Ŷ with [x_t, y, Ŷ] (the StoRM idea with the SB objective).
     """
     if mode == "predictive" or (mode == "storm" and settings.steps == 0):
         return model.predictor(y) if isinstance(model, StoRM) else model(y)
     if settings.steps == 0:
         raise ValueError(f"the {mode} mode needs at least one reverse step")
     if isinstance(model, StoRM):
-        mean_target = model.predictor(y) if mode == "storm" else y
+        mean_target = model.predictor(y) if mode in ("storm", "bridge") else y
         cond = StoRM.condition(y, mean_target)
         score_model = model.score
     else:
@@ -204,9 +205,9 @@ class Enhancer:
         check_atten_lim(atten_lim_db)
         settings = replace(self.config.sampler, **sampler_overrides)
         mode = settings.mode or self.config.default_mode
-        if mode not in MODES[self.config.kind]:
+        if mode not in self.config.modes:
             raise ValueError(
-                f"a {self.config.kind!r} model runs modes {MODES[self.config.kind]}, not {mode!r}"
+                f"a {self.config.kind!r} model runs modes {self.config.modes}, not {mode!r}"
             )
         settings = replace(settings, mode=mode)
         items = waveform if isinstance(waveform, (list, tuple)) else [waveform]

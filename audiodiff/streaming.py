@@ -258,7 +258,8 @@ def resolve_mode(config: ModelConfig, mode: str | None) -> str:
     mode = mode or config.default_mode
     if mode not in MODES:
         raise ValueError(f"streaming mode must be one of {MODES}, got {mode!r}")
-    if config.kind not in _NEEDS[mode]:
+    has_predictor = mode == "predictive" and config.predictor is not None  # a bridge from Ŷ too
+    if config.kind not in _NEEDS[mode] and not has_predictor:
         raise ValueError(f"a {config.kind!r} model cannot stream in mode {mode!r}")
     return mode
 
@@ -649,4 +650,5 @@ class RealtimeEnhancer:
         x = enhance_spectrogram(
             self.model, y, self.settings, sampler_mode, generator=self._generator
         )
-        return x, _sampler_calls(self.settings) + (sampler_mode == "storm")
+        predictor_pass = sampler_mode == "storm" or (storm and sampler_mode == "bridge")
+        return x, _sampler_calls(self.settings) + predictor_pass

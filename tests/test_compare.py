@@ -106,3 +106,25 @@ def test_eval50_is_a_fixed_list_that_a_folder_must_hold_whole(compare, tmp_path)
     missing = f"1 of the eval50 pairs are missing \\(first: {ids[7]}\\)"
     with pytest.raises(SystemExit, match=missing):
         compare.subset_ids(tmp_path, "eval50")
+
+
+def test_a_second_model_and_paired_changes_against_a_chosen_row(compare, tiny_model_dir, tmp_path):
+    out = tmp_path / "compare"
+    argv = ["--pairs", str(PAIRS), "--subset", "all", "--model", str(tiny_model_dir)]
+    argv += ["--modes", "score@1/0", "--also-model", str(tiny_model_dir), "score@2/0"]
+    argv += ["--against", "audiodiff score (N=1)", "--peers", "--no-dnsmos", "--quiet"]
+    assert compare.main([*argv, "--out", str(out)]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    systems = {s["name"]: s for s in result["systems"]}
+    second = f"audiodiff score (N=2) [{tiny_model_dir.name}]"
+    assert list(systems) == ["noisy input", "audiodiff score (N=1)", second]
+    # against the N=1 row: the differences of the two rows' changes against the noisy input
+    for metric in ("pesq", "estoi", "si_sdr"):
+        expected = systems[second]["vs_noisy"][metric]["mean"]
+        expected -= systems["audiodiff score (N=1)"]["vs_noisy"][metric]["mean"]
+        assert systems[second]["vs_against"][metric]["mean"] == pytest.approx(expected, abs=1e-6)
+    assert "vs_against" not in systems["audiodiff score (N=1)"]
+    assert "## Paired change against audiodiff score (N=1)" in (out / "compare.md").read_text()
+    with pytest.raises(SystemExit, match="no row named"):
+        compare.main([*argv[:-5], "--against", "nothing", "--peers", "--no-dnsmos", "--quiet",
+                      "--out", str(out)])  # fmt: skip

@@ -120,6 +120,7 @@ class TrainConfig:
     freeze_predictor: bool = False  # StoRM with a fixed (pre-trained) predictive stage
     init_predictor: str | None = None  # model folder whose predictor initialises ours
     init_model: str | None = None  # model folder (same architecture) whose weights start training
+    warm_start: str | None = None  # model folder whose time-free predictor starts the backbone
     precision: str = "auto"  # bf16-mixed on CUDA, else 32-true
     val_every_n_steps: int = 1000  # 0: no validation
     checkpoint_every_n_steps: int | None = None  # last.ckpt cadence; default val_every_n_steps
@@ -197,13 +198,20 @@ class Recipe:
     def _check_kind_settings(self) -> None:
         kind, default = self.model.kind, TrainConfig()
         storm_only = ("alpha", "score_task_prob", "freeze_predictor", "init_predictor")
+        with_predictor = kind == "bridge" and self.model.predictor is not None
         for name in storm_only if kind != "storm" else ():
             if getattr(self.train, name) != getattr(default, name):
                 ok = name == "init_predictor" and kind == "predictive"
+                ok = ok or (with_predictor and name in ("freeze_predictor", "init_predictor"))
                 if not ok:
-                    raise RecipeError(f"train.{name} applies to storm models, not {kind!r}")
+                    raise RecipeError(
+                        f"train.{name} applies to storm models (and bridges with a predictor), "
+                        f"not {kind!r}"
+                    )
         if kind in ("score", "bridge") and self.train.spectral_weight:
             raise RecipeError("train.spectral_weight needs a predictive stage (storm/predictive)")
+        if self.train.warm_start and (kind == "predictive" or self.train.init_model):
+            raise RecipeError("train.warm_start needs a time-conditional backbone, no init_model")
         if self.train.freeze_predictor and self.train.init_predictor is None:
             raise RecipeError("train.freeze_predictor needs train.init_predictor (a trained one)")
 

@@ -54,7 +54,8 @@ def test_presets_are_reachable_by_name():
         ({"l1_weight": -1.0}, "l1_weight"),
         ({"sigma_data": 0.0}, "sigma_data"),
         ({"sampler": {"method": "sb_ode", "mode": "score"}}, "mode"),
-        ({"predictor": {**TINY, "in_channels": 2, "time_conditional": False}}, "predictor"),
+        # a bridge from the predictor's estimate sees [x_t, y, Ŷ]: 6 channels, not 4
+        ({"predictor": {**TINY, "in_channels": 2, "time_conditional": False}}, "6 channels"),
     ],
 )
 def test_invalid_bridge_combinations_fail_on_load(changes, message):

@@ -209,6 +209,25 @@ def add_inference_options(
     add_seed_option(parser)
 
 
+def add_block_options(parser: argparse.ArgumentParser) -> None:
+    """The block layout of the streaming commands (``stream``, ``serve``); None: the model's."""
+    parser.add_argument(
+        "--block-frames",
+        type=positive_int,
+        help="STFT frames per block (default: 8; 4 for a causal model)",
+    )
+    parser.add_argument(
+        "--lookahead-frames",
+        type=non_negative_int,
+        help="future frames a block waits for (default: 4; a causal model: its own)",
+    )
+    parser.add_argument(
+        "--context-frames",
+        type=non_negative_int,
+        help="past frames the network sees (default: 16; a causal model caches its own)",
+    )
+
+
 def add_debug_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
     """``--debug`` (a traceback instead of the one-line error), before or after the command."""
     parser.add_argument(

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from . import STREAM_MODEL
-from .cli_options import add_inference_options, non_negative_int, positive_int
+from .cli_options import add_block_options, add_inference_options, positive_int
 
 # = audiodiff.streaming.MODES (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion", "bridge", "passthrough")
@@ -364,21 +364,7 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=positive_int, default=8000, help="(default: %(default)s)")
     add_inference_options(p, modes=MODES, model_default=STREAM_MODEL)
-    p.add_argument(
-        "--block-frames",
-        type=positive_int,
-        help="STFT frames per block (default: 8; 4 for a causal model)",
-    )
-    p.add_argument(
-        "--lookahead-frames",
-        type=non_negative_int,
-        help="future frames a block waits for (default: 4; a causal model: its own)",
-    )
-    p.add_argument(
-        "--context-frames",
-        type=non_negative_int,
-        help="past frames the network sees (default: 16; a causal model caches its own)",
-    )
+    add_block_options(p)
     p.add_argument(
         "--workers",
         type=positive_int,
@@ -400,7 +386,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_pretrained
     from .enhance import pick_device
-
 
     model, config = load_pretrained(args.model, device=pick_device(args.device))
     settings = ServeSettings(

@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from . import STREAM_MODEL
-from .cli_options import add_inference_options, non_negative_int, positive_float, positive_int
+from .cli_options import (
+    add_block_options,
+    add_inference_options,
+    positive_float,
+)
 from .errors import InputError
 
 # = audiodiff.streaming.MODES[:5] (a test checks it); literal so the CLI starts without torch
@@ -44,21 +48,7 @@ def add_stream_parser(sub) -> argparse.ArgumentParser:
         type=positive_float,
         help="algorithmic latency to aim for: picks block and look-ahead frames (default: none)",
     )
-    p.add_argument(
-        "--block-frames",
-        type=positive_int,
-        help="STFT frames per block (default: 8; 4 for a causal model)",
-    )
-    p.add_argument(
-        "--lookahead-frames",
-        type=non_negative_int,
-        help="future frames a block waits for (default: 4; a causal model: its own)",
-    )
-    p.add_argument(
-        "--context-frames",
-        type=non_negative_int,
-        help="past frames the network sees (default: 16; a causal model caches its own)",
-    )
+    add_block_options(p)
     pace = p.add_mutually_exclusive_group()
     pace.add_argument(
         "--realtime",

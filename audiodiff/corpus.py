@@ -204,7 +204,6 @@ class Shard:
     enhancer: object
     options: Options
     world: World
-    inputs: set[Path]
     rows: list[dict] = field(default_factory=list)
     part: object = None  # the open part file, or None when OUT cannot be written
 
@@ -236,11 +235,9 @@ class Shard:
             self.part.flush()
 
     def usable(self, item: Item, seen: dict[Path, Path]) -> bool:
-        """False (with an error row) for a target that is an input or another input's output."""
+        """False (with an error row) for another input's output or an unwritable folder."""
         target, name = item.target.resolve(), None
-        if target in self.inputs:
-            problem = f"output {item.target} would overwrite an input; choose another -o"
-        elif seen.get(target, item.source) != item.source:
+        if seen.get(target, item.source) != item.source:
             problem = f"output {item.target} is also the output of {seen[target]}"
         elif item.target.parent.is_dir() and not os.access(item.target.parent, os.W_OK):
             problem = f"cannot write ({os.strerror(errno.EACCES)})"
@@ -361,6 +358,7 @@ def enhance_corpus(jobs: list[tuple[Path, Path]], options: Options, load) -> tup
     ``load(device)`` builds the :class:`~audiodiff.enhance.Enhancer`. SIGINT/SIGTERM stop the run
     with a one-line account on stderr and exit code 128 + signal; the files written stay whole.
     """
+    refuse_overwriting_inputs(jobs, options.output)
     world, state = detect_world(), {}
     device = rank_device(options.device, world)
     try:
@@ -383,6 +381,15 @@ def enhance_corpus(jobs: list[tuple[Path, Path]], options: Options, load) -> tup
             file=sys.stderr,
         )
         return 128 + stop.signum, {}
+
+
+def refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], out_dir: Path) -> None:
+    """A usage error, before anything is loaded or written, if an output would be an input."""
+    inputs = {source.resolve() for source, _ in jobs}
+    for source, relative in jobs:
+        if (out_dir / relative).resolve() in inputs:
+            problem = f"the output for {source} would overwrite an input; choose another -o"
+            raise UsageError(f"-o {out_dir}", problem)
 
 
 def resolve(options: Options, enhancer) -> Options:
@@ -408,8 +415,7 @@ def run_rank(jobs, options: Options, enhancer, world: World, start: float, state
     groups = length_groups(items, enhancer.batch_size, chunks)  # across the whole corpus
     mine = shard(groups, world.size)[world.rank]
     prepare(out_dir, options.fingerprint(enhancer), options.overwrite, world, mine)
-    inputs = {i.source.resolve() for i in items}
-    run = state["shard"] = Shard(enhancer, options, world, inputs, part=open_part(out_dir, world))
+    run = state["shard"] = Shard(enhancer, options, world, part=open_part(out_dir, world))
     seen = first_targets(items)
     progress = Progress(len(items), out_dir, world, options.quiet)
     for group in mine:

@@ -59,6 +59,24 @@ class ServeSettings:
     workers: int = 4  # connections computing at the same time
     model_name: str = ""  # shown by the page and in the log
 
+    def enhancer(self, model, config):
+        """A fresh :class:`~audiodiff.streaming.RealtimeEnhancer` with these settings."""
+        from .streaming import RealtimeEnhancer
+
+        return RealtimeEnhancer(
+            model,
+            config,
+            mode=self.mode,
+            steps=self.steps,
+            block_frames=self.block_frames,
+            context_frames=self.context_frames,
+            lookahead_frames=self.lookahead_frames,
+            device=self.device,
+            seed=self.seed,
+            precision=self.precision,
+            atten_lim_db=self.atten_lim_db,
+        )
+
 
 def _imports():
     try:
@@ -174,7 +192,6 @@ class Session:
 
     async def hello(self, message: dict) -> None:
         """Start a (new) stream: format and rate check, a fresh RealtimeEnhancer."""
-        from .streaming import RealtimeEnhancer
 
         model_rate = self.config.spec.sample_rate
         fmt, rate = message.get("format", "f32"), message.get("sample_rate", model_rate)
@@ -182,20 +199,7 @@ class Session:
             return await self.error(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
         if rate != self.config.spec.sample_rate:
             return await self.error(f"sample_rate must be {self.config.spec.sample_rate}")
-        s = self.settings
-        self.enhancer = RealtimeEnhancer(
-            self.model,
-            self.config,
-            mode=s.mode,
-            steps=s.steps,
-            block_frames=s.block_frames,
-            context_frames=s.context_frames,
-            lookahead_frames=s.lookahead_frames,
-            device=s.device,
-            seed=s.seed,
-            precision=s.precision,
-            atten_lim_db=s.atten_lim_db,
-        )
+        self.enhancer = self.settings.enhancer(self.model, self.config)
         self.dtype, self.received, self.sent = FORMATS[fmt], 0, 0
         rt = self.enhancer
         await self.ws.send_text(
@@ -275,21 +279,11 @@ def create_app(model, config, settings: ServeSettings = ServeSettings()):
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Route, WebSocketRoute
 
-    from .streaming import RealtimeEnhancer, resolve_mode
+    from .streaming import resolve_mode
 
     mode = resolve_mode(config, settings.mode)
     settings = replace(settings, mode=mode)
-    probe = RealtimeEnhancer(
-        model,
-        config,
-        mode=mode,
-        steps=settings.steps,
-        block_frames=settings.block_frames,
-        context_frames=settings.context_frames,
-        lookahead_frames=settings.lookahead_frames,
-        device=settings.device,
-        atten_lim_db=settings.atten_lim_db,
-    )
+    probe = settings.enhancer(model, config)  # what /health describes
     limiter = anyio.CapacityLimiter(settings.workers)
     clients = itertools.count(1)
 

@@ -89,6 +89,9 @@ def _default_sde() -> dict:
     return {"name": "ouve", "theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5, "T": 1.0}
 
 
+_PARAMETRISATION = Parametrisation()  # the 2023 SGMSE+ network
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture, SDE, STFT and sampler defaults of one model (stored as config.json).
@@ -113,12 +116,13 @@ class ModelConfig:
     sde: dict = field(default_factory=_default_sde)
     spec: SpecConfig = field(default_factory=SpecConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    loss_type: str = "score_matching"
-    network_scaling: str | None = "1/t"
-    c_in: str = "1"
-    c_skip: str = "0"
-    c_out: str = "-1"
-    sigma_data: float = 0.1
+    # the Parametrisation's fields, flat in config.json; its defaults are the one source
+    loss_type: str = _PARAMETRISATION.loss_type
+    network_scaling: str | None = _PARAMETRISATION.network_scaling
+    c_in: str = _PARAMETRISATION.c_in
+    c_skip: str = _PARAMETRISATION.c_skip
+    c_out: str = _PARAMETRISATION.c_out
+    sigma_data: float = _PARAMETRISATION.sigma_data
     loss_weighting: str = "sigma^2"
     l1_weight: float = 0.001
 
@@ -139,10 +143,8 @@ class ModelConfig:
 
     @property
     def parametrisation(self) -> Parametrisation:
-        return Parametrisation(
-            self.loss_type, self.network_scaling, self.c_in, self.c_skip, self.c_out,
-            self.sigma_data,
-        )  # fmt: skip
+        fields = dataclasses.fields(Parametrisation)
+        return Parametrisation(**{f.name: getattr(self, f.name) for f in fields})
 
     def _check_combination(self) -> None:
         """Pairs of settings that cannot work, one line each."""

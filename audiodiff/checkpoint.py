@@ -40,7 +40,7 @@ def build_model(config: ModelConfig) -> ScoreModel | PredictiveModel | StoRM:
         sde = build_sde(config.sde)
         score = ScoreModel(build_backbone(config.backbone), sde, config.parametrisation)
     if config.predictor is not None:
-        predictor = PredictiveModel(build_backbone(config.predictor))
+        predictor = PredictiveModel(build_backbone(config.predictor), config.predictor_output)
     if score is not None and predictor is not None:
         return StoRM(predictor, score)
     return score if score is not None else predictor

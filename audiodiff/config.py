@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .losses import LOSS_WEIGHTINGS
-from .models import Parametrisation
+from .models import PREDICTOR_OUTPUTS, Parametrisation
 from .nets import PRESETS, NCSNppConfig
 from .sdes import build_sde
 from .spec import SpecConfig
@@ -107,7 +107,8 @@ class ModelConfig:
     ``c_in``, ``c_skip``, ``c_out``, ``sigma_data``; training-only: ``loss_weighting`` (λ of the
     denoiser loss) and ``l1_weight`` (time-domain term of the data-prediction loss). The
     defaults are the 2023 SGMSE+ network; ``output_scaling`` in older config files is read as
-    ``network_scaling``.
+    ``network_scaling``. ``predictor_output`` (``estimate`` or ``mask``) says whether the
+    predictor's output is Ŷ itself or a complex ratio mask around the identity (Ŷ = y·(1 + F)).
     """
 
     kind: str = "score"
@@ -125,6 +126,7 @@ class ModelConfig:
     sigma_data: float = _PARAMETRISATION.sigma_data
     loss_weighting: str = "sigma^2"
     l1_weight: float = 0.001
+    predictor_output: str = "estimate"  # the predictor's F: Ŷ = F, or the mask of Ŷ = y·(1 + F)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -175,6 +177,12 @@ class ModelConfig:
             )
         if loss == "denoiser" and (self.c_skip, self.c_out) != ("0", "1"):
             raise ValueError("loss_type 'denoiser' uses neither c_skip nor c_out: keep '0' / '1'")
+        if self.predictor_output not in PREDICTOR_OUTPUTS:
+            raise ValueError(
+                f"predictor_output must be one of {PREDICTOR_OUTPUTS}, got {self.predictor_output!r}"
+            )
+        if self.predictor_output != "estimate" and self.predictor is None:
+            raise ValueError("predictor_output applies to a model with a predictor only")
         if not self.l1_weight >= 0:
             raise ValueError(f"l1_weight must be >= 0, got {self.l1_weight!r}")
 
@@ -218,6 +226,7 @@ class ModelConfig:
             "spec": self.spec.to_dict(),
             "sampler": dataclasses.asdict(self.sampler),
             **{name: getattr(self, name) for name in _PARAMETRISATION_FIELDS},
+            "predictor_output": self.predictor_output,
         }
 
     @classmethod

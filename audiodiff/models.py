@@ -29,7 +29,7 @@ NETWORK_SCALINGS = (None, "1/t", "1/sigma")
 C_IN = ("1", "edm")
 C_SKIP = ("0", "edm")
 C_OUT = ("1", "-1", "sigma", "1/sigma", "edm")  # "-1": the 2023 SGMSE+ sign convention
-__all__ = ["LOSS_TYPES", "Parametrisation", "ScoreModel", "score_matching_loss"]
+__all__ = ["LOSS_TYPES", "PREDICTOR_OUTPUTS", "Parametrisation", "ScoreModel", "score_matching_loss"]
 
 
 def complex_to_channels(z: torch.Tensor) -> torch.Tensor:
@@ -136,16 +136,31 @@ class ScoreModel(nn.Module):
         return out
 
 
-class PredictiveModel(nn.Module):
-    """Ŷ = DNN(y): one pass of a backbone without time input (the StoRM predictive stage)."""
+PREDICTOR_OUTPUTS = ("estimate", "mask")
 
-    def __init__(self, backbone: nn.Module):
+
+class PredictiveModel(nn.Module):
+    """Ŷ from one pass of a backbone without time input (the StoRM predictive stage).
+
+    ``output`` says what the backbone's output F is: ``estimate``, Ŷ = F (StoRM), or ``mask``, a
+    complex ratio mask around the identity, Ŷ = y·(1 + F) (Williamson et al. 2016), so that a
+    network whose output is still zero passes the mixture through.
+    """
+
+    def __init__(self, backbone: nn.Module, output: str = "estimate"):
         super().__init__()
+        if output not in PREDICTOR_OUTPUTS:
+            raise ValueError(f"predictor output must be one of {PREDICTOR_OUTPUTS}, got {output!r}")
         self.backbone = backbone
+        self.output = output
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """y: (B, 1, F, T) complex -> Ŷ: (B, 1, F, T) complex."""
-        return channels_to_complex(self.backbone(complex_to_channels(y)))
+        return self.estimate(y, channels_to_complex(self.backbone(complex_to_channels(y))))
+
+    def estimate(self, y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """Ŷ from the input y and the backbone's output F, both (B, 1, F, T) complex."""
+        return f if self.output == "estimate" else y * (1 + f)
 
 
 class StoRM(nn.Module):

@@ -247,10 +247,11 @@ def _frame_multiple(model: torch.nn.Module | None) -> int:
 
 
 def causal_predictor(model: torch.nn.Module | None) -> torch.nn.Module | None:
-    """The causal NCSN++ of a model's predictive stage (nets/causal.py), or None."""
+    """A model's predictive stage (a PredictiveModel) if its NCSN++ is causal (nets/causal.py),
+    else None."""
     predictor = getattr(model, "predictor", model)
     backbone = getattr(predictor, "backbone", None)
-    return backbone if getattr(getattr(backbone, "config", None), "causal", False) else None
+    return predictor if getattr(getattr(backbone, "config", None), "causal", False) else None
 
 
 def resolve_mode(config: ModelConfig, mode: str | None) -> str:
@@ -410,10 +411,10 @@ class RealtimeEnhancer:
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.mode = resolve_mode(config, mode)
-        self.causal_net = causal_predictor(model) if self.mode == "predictive" else None
+        self.causal_stage = causal_predictor(model) if self.mode == "predictive" else None
         context_frames, lookahead_frames = self._window_frames(context_frames, lookahead_frames)
         if block_frames is None:
-            block_frames = CAUSAL_BLOCK_FRAMES if self.causal_net is not None else 8
+            block_frames = CAUSAL_BLOCK_FRAMES if self.causal_stage is not None else 8
         if block_frames < 1 or context_frames < 0 or lookahead_frames < 0:
             raise ValueError("need block_frames >= 1, context_frames >= 0, lookahead_frames >= 0")
         self.config, self.spec = config, config.spec
@@ -434,7 +435,7 @@ class RealtimeEnhancer:
         span = context_frames + self.buffer_blocks * block_frames + lookahead_frames
         multiple = _frame_multiple(self.model)
         self.window_frames = -(-span // multiple) * multiple
-        if self.causal_net is not None:  # cached state: each hop runs on its new frames only
+        if self.causal_stage is not None:  # cached state: each hop runs on its new frames only
             self.window_frames = block_frames
         check_atten_lim(atten_lim_db)
         self.seed, self.input_peak, self._clock = seed, input_peak, clock
@@ -444,9 +445,9 @@ class RealtimeEnhancer:
     def _window_frames(self, context: int | None, lookahead: int | None) -> tuple[int, int]:
         """(context, look-ahead) frames: 16 and 4 by default; a causal predictor streams with
         cached state (no context window) and looks ahead exactly its own L frames."""
-        if self.causal_net is None:
+        if self.causal_stage is None:
             return 16 if context is None else context, 4 if lookahead is None else lookahead
-        own = self.causal_net.config.lookahead
+        own = self.causal_stage.backbone.config.lookahead
         if lookahead is not None and lookahead != own:
             raise ValueError(
                 f"this causal model looks ahead exactly {own} frames, not {lookahead}: "
@@ -489,7 +490,10 @@ class RealtimeEnhancer:
         self._queue = np.zeros(self.latency_samples, np.float32)  # output not returned yet
         self._dry = np.zeros(self.latency_samples, np.float32)  # input, as late as the output
         self._diffusion = None
-        self._causal = CausalStream(self.causal_net) if self.causal_net is not None else None
+        self._causal = None
+        if self.causal_stage is not None:
+            self._causal = CausalStream(self.causal_stage.backbone)
+            self._pending = self._store.new_zeros(1, 1, self.spec.num_freqs, 0)  # in, not out yet
         if self.mode == "diffusion":
             self._diffusion = _DiffusionBuffer(self.model, self.settings, self._generator)
         block_seconds = self.block_samples / self.spec.sample_rate
@@ -607,8 +611,11 @@ class RealtimeEnhancer:
             if last:
                 tail = self._causal.flush()
                 out = tail if out is None else torch.cat([out, tail], dim=-1)
-            if out.shape[-1]:
-                frames = channels_to_complex(out) / gain  # (1, 2, F, m) -> (1, 1, F, m)
+            ready = out.shape[-1]  # output frames lag the input by the look-ahead
+            self._pending = torch.cat([self._pending, y], dim=-1)
+            y_ready, self._pending = self._pending[..., :ready], self._pending[..., ready:]
+            if ready:  # (1, 2, F, m) -> Ŷ (1, 1, F, m), in the input's units
+                frames = self.causal_stage.estimate(y_ready * gain, channels_to_complex(out)) / gain
                 wave = self.synthesiser.push(frames)[0].cpu().numpy()
                 self._queue = np.concatenate([self._queue, wave])
         self.stats.record(self._clock() - began, int(stop > start or last))

@@ -21,6 +21,6 @@ def test_streaming_default_is_a_small_causal_predictor():
     assert "/tmp" not in json.dumps(document) and "/work" not in json.dumps(document)
     model, config = load_pretrained(STREAM_MODEL)
     net = causal_predictor(model)
-    assert config.kind == "predictive" and net is not None and net.config.lookahead <= 2
+    assert config.kind == "predictive" and net is not None and net.backbone.config.lookahead <= 2
     rt = RealtimeEnhancer(model, config, device="cpu")  # the defaults stream and serve use
     assert rt.latency_ms <= 64.0 and rt.window_frames == rt.block_frames  # the cached path

@@ -118,3 +118,29 @@ def test_bundled_model_loads_and_computes_exactly_as_before():
         net_in = complex_to_channels(torch.cat([x, cond], dim=1))
         before = -channels_to_complex(model.score.backbone(net_in, t, out_scale=1.0 / t))
         assert torch.equal(model.score(x, cond, t), before)
+
+
+def test_a_mask_predictor_passes_the_mixture_through_while_its_output_is_zero():
+    import torch
+
+    from audiodiff.checkpoint import build_model
+
+    doc = {
+        "kind": "predictive",
+        "backbone": None,
+        "predictor": {**TINY, "in_channels": 2, "time_conditional": False},
+    }
+    config = ModelConfig.from_dict({**doc, "predictor_output": "mask"})
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    model = build_model(config)
+    torch.nn.init.zeros_(model.backbone.output_proj.weight)
+    torch.nn.init.zeros_(model.backbone.output_proj.bias)
+    y = torch.randn(1, 1, 256, 8, dtype=torch.complex64)
+    assert torch.equal(model(y), y)  # Ŷ = y·(1 + 0)
+    with torch.no_grad():
+        model.backbone.output_proj.bias.copy_(torch.tensor([-0.5, 0.0]))  # F = −0.5: half of y
+    torch.testing.assert_close(model(y), 0.5 * y)
+    with pytest.raises(ValueError, match="predictor_output must be one of"):
+        ModelConfig.from_dict({**doc, "predictor_output": "gain"})
+    with pytest.raises(ValueError, match="with a predictor only"):
+        ModelConfig.from_dict({"backbone": TINY, "predictor_output": "mask"})

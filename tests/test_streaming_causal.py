@@ -20,12 +20,13 @@ PAIRS = Path(__file__).parent / "data" / "pairs"
 CAUSAL = replace(PRESETS["ncsnpp_causal"], nf=8, ch_mult=(1, 2), in_channels=2)
 
 
-def causal_model(lookahead: int, seed: int = 0):
+def causal_model(lookahead: int, seed: int = 0, output: str = "estimate"):
     """A micro causal predictive model whose every layer does something (no near-zero init)."""
     config = ModelConfig(
         kind="predictive",
         backbone=None,
         predictor=replace(CAUSAL, lookahead=lookahead, time_conditional=False),
+        predictor_output=output,
     )
     torch.manual_seed(seed)
     model = build_model(config).eval()
@@ -49,9 +50,13 @@ def stream(rt: RealtimeEnhancer, x: np.ndarray, chunk: int) -> np.ndarray:
     return out[rt.latency_samples :]
 
 
-@pytest.mark.parametrize(("block", "lookahead"), [(1, 0), (2, 1), (4, 2), (1, 2)])
-def test_cached_stream_equals_offline_enhancement(noisy, block, lookahead):
-    model, config = causal_model(lookahead)
+@pytest.mark.parametrize(
+    ("block", "lookahead", "output"),
+    [(1, 0, "estimate"), (2, 1, "estimate"), (4, 2, "estimate"), (1, 2, "estimate"),
+     (1, 2, "mask"), (4, 1, "mask")],
+)  # fmt: skip
+def test_cached_stream_equals_offline_enhancement(noisy, block, lookahead, output):
+    model, config = causal_model(lookahead, output=output)
     offline = Enhancer(model, config, device="cpu")(noisy, 16000, mode="predictive")
     peak = float(np.abs(noisy).max())  # the offline gain, fixed for the stream
     rt = RealtimeEnhancer(model, config, block_frames=block, input_peak=peak)
@@ -66,7 +71,7 @@ def test_each_hop_runs_the_network_on_its_new_frames_only(noisy):
     widths: list[int] = []
     for module in model.modules():
         if isinstance(module, CausalConv2d):
-            module.register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[-1]))
+            module.register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[2]))
     rt = RealtimeEnhancer(model, config, block_frames=2)
     for i in range(0, 4000, 128):  # one hop of samples at a time
         rt.push(noisy[i : i + 128])

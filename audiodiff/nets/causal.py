@@ -21,7 +21,9 @@ Streaming (:class:`CausalStream`): each :class:`CausalConv2d` keeps the last k -
 of the stream in a :class:`StreamCache`; all other layers act frame by frame. Pushing a stream
 in chunks of any size then gives the offline causal forward of the whole stream, with each
 chunk computing only its new frames. The cache is passed through a thread-local, so one network
-may serve many streams in different threads.
+may serve many streams in different threads. While a stream is pushed the layers work on
+(B, C, T, F) tensors, time before frequency: on the few frames of a hop, CPU convolution runs
+2-3 times faster in that layout than in the offline (B, C, F, T) one (docs/streaming-causal.md).
 """
 
 from __future__ import annotations
@@ -80,15 +82,28 @@ class CausalConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         past_frames = self.kernel_size[1] - 1
         cache = getattr(_ACTIVE, "cache", None)
-        if past_frames and cache is None:
-            x = F.pad(x, (past_frames, 0))  # (B, C, F, T) -> (B, C, F, T + k - 1)
-        elif past_frames:
+        if cache is None:  # offline: (B, C, F, T), zeros before the first frame
+            x = F.pad(x, (past_frames, 0))  # (B, C, F, T + k - 1)
+            return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+        # streaming: (B, C, T, F), the stream's previous frames before the first one
+        if past_frames:
             past = cache.frames.get(id(self))
             if past is None:  # stream start: the same zeros as the offline padding
-                past = x.new_zeros(*x.shape[:-1], past_frames)
-            x = torch.cat([past, x], dim=-1)  # (B, C, F, k - 1 + T)
-            cache.frames[id(self)] = x[..., -past_frames:]
-        return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+                past = x.new_zeros(x.shape[0], x.shape[1], past_frames, x.shape[3])
+            x = torch.cat([past, x], dim=2)  # (B, C, k - 1 + T, F)
+            cache.frames[id(self)] = x[:, :, -past_frames:]
+        return F.conv2d(x, self._swapped_weight(), self.bias, padding=self.padding[::-1])
+
+    def _swapped_weight(self) -> Tensor:
+        """The weight for the (T, F) layout, (C_out, C_in, k_T, k_F), contiguous (about 20 %
+        faster than a transposed view); rebuilt whenever the weight has changed."""
+        if self.weight.requires_grad and torch.is_grad_enabled():
+            return self.weight.transpose(2, 3)  # a stream under autograd: keep the graph
+        key = (self.weight.data_ptr(), self.weight._version)
+        if getattr(self, "_swapped_key", None) != key:
+            self._swapped = self.weight.detach().transpose(2, 3).contiguous()
+            self._swapped_key = key
+        return self._swapped
 
 
 class FrameGroupNorm(nn.GroupNorm):
@@ -105,6 +120,11 @@ class FrameGroupNorm(nn.GroupNorm):
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
+        if _streaming():  # (B, C, T, F)
+            batch, channels, frames, freqs = x.shape
+            per_frame = x.transpose(1, 2).reshape(batch * frames, channels, freqs)  # (BT, C, F)
+            y = F.group_norm(per_frame, self.num_groups, self.weight, self.bias, self.eps)
+            return y.reshape(batch, frames, channels, freqs).transpose(1, 2)  # (B, C, T, F)
         batch, channels, freqs, frames = x.shape
         per_frame = x.permute(0, 3, 1, 2).reshape(batch * frames, channels, freqs)  # (BT, C, F)
         y = F.group_norm(per_frame, self.num_groups, self.weight, self.bias, self.eps)
@@ -117,10 +137,32 @@ def _fir_taps(taps: Sequence[float], gain: float) -> list[float]:
     return [float(tap) * gain / total for tap in taps]
 
 
-def _shifted(x: Tensor, shift: int, pad: int) -> Tensor:
-    """x[..., f - shift, :] along frequency with zeros outside; ``x`` is padded by ``pad``."""
-    freqs = x.shape[2] - 2 * pad
-    return x[:, :, pad - shift : pad - shift + freqs]
+def _streaming() -> bool:
+    """Whether a stream is being pushed in this thread: its tensors are (B, C, T, F)."""
+    return getattr(_ACTIVE, "cache", None) is not None
+
+
+def _freq_dim() -> int:
+    """The frequency axis of the layers' tensors: (B, C, F, T) offline, (B, C, T, F) streaming."""
+    return 3 if _streaming() else 2
+
+
+def _freq_slice(x: Tensor, dim: int, start: int, stop: int, step: int = 1) -> Tensor:
+    """x[start:stop:step] along axis ``dim``."""
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+def _freq_pad(x: Tensor, dim: int, before: int, after: int) -> Tensor:
+    """Zeros before and after along axis ``dim`` (2 or 3 of a 4-D tensor)."""
+    return F.pad(x, (before, after) if dim == 3 else (0, 0, before, after))
+
+
+def _shifted(x: Tensor, dim: int, shift: int, pad: int) -> Tensor:
+    """x[f - shift] along frequency axis ``dim`` with zeros outside; ``x`` is padded by ``pad``."""
+    freqs = x.shape[dim] - 2 * pad
+    return _freq_slice(x, dim, pad - shift, pad - shift + freqs)
 
 
 class FreqFIRDownsample(nn.Module):
@@ -136,12 +178,12 @@ class FreqFIRDownsample(nn.Module):
         self.taps = _fir_taps(taps, 1.0)[::-1]  # flipped: a convolution, as fir_downsample_2d
 
     def forward(self, x: Tensor) -> Tensor:
-        pad = len(self.taps) // 2 - 1
-        padded = F.pad(x, (0, 0, pad, pad))  # (B, C, F + K - 2, T)
-        half = x.shape[2] // 2
-        out = padded[:, :, 0 : 2 * half : 2] * self.taps[0]
+        dim, pad = _freq_dim(), len(self.taps) // 2 - 1
+        padded = _freq_pad(x, dim, pad, pad)  # F + K - 2 bins
+        half = x.shape[dim] // 2
+        out = _freq_slice(padded, dim, 0, 2 * half, 2) * self.taps[0]
         for k, tap in enumerate(self.taps[1:], start=1):
-            out = out + padded[:, :, k : k + 2 * half : 2] * tap  # (B, C, F/2, T)
+            out = out + _freq_slice(padded, dim, k, k + 2 * half, 2) * tap  # F/2 bins
         return out
 
 
@@ -157,19 +199,21 @@ class FreqFIRUpsample(nn.Module):
         self.taps = _fir_taps(taps, 2.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, channels, freqs, frames = x.shape
+        dim = _freq_dim()
         size, offset = len(self.taps), len(self.taps) // 2 - 1
-        padded = F.pad(x, (0, 0, size, size))  # room for every shift
+        padded = _freq_pad(x, dim, size, size)  # room for every shift
         phases = []
         for r in (0, 1):
             terms = [
-                _shifted(padded, d, size) * self.taps[2 * d + r + offset]
+                _shifted(padded, dim, d, size) * self.taps[2 * d + r + offset]
                 for d in range(-size, size + 1)
                 if 0 <= 2 * d + r + offset < size
             ]
-            phases.append(sum(terms[1:], terms[0]))  # (B, C, F, T)
-        out = torch.stack(phases, dim=3)  # (B, C, F, 2, T): phase r of output bin 2m + r
-        return out.reshape(batch, channels, 2 * freqs, frames)  # (B, C, 2F, T)
+            phases.append(sum(terms[1:], terms[0]))  # the shape of x
+        out = torch.stack(phases, dim=dim + 1)  # phase r of output bin 2m + r after bin m
+        shape = list(x.shape)
+        shape[dim] *= 2
+        return out.reshape(shape)  # (B, C, 2F, T), or (B, C, T, 2F) streaming
 
 
 def make_causal_(net: nn.Module, fir_kernel: Sequence[float]) -> nn.Module:
@@ -218,8 +262,8 @@ class CausalStream:
         if not x.shape[-1]:  # nothing new (e.g. flush with L = 0 or before any input)
             return x.new_zeros(x.shape[0], self.net.config.out_channels, x.shape[2], 0)
         self._shape = x.shape[:-1]
-        with self.cache.active():
-            out = self.net.causal_forward(x, **self.net_kwargs)  # (B, C_out, F, n)
+        with self.cache.active():  # the layers run in the (B, C, T, F) layout (module doc)
+            out = self.net.causal_forward(x.transpose(2, 3), **self.net_kwargs).transpose(2, 3)
         skip = min(self._skip, out.shape[-1])  # frames before the start of the stream
         self._skip -= skip
         return out[..., skip:]

@@ -75,12 +75,13 @@ def test_streaming_a_time_conditional_network_and_restarting():
 
 
 def test_each_hop_computes_only_its_new_frames():
-    """The cached path: every layer call inside a push sees the pushed frames alone."""
+    """The cached path: every layer call inside a push sees the pushed frames alone (streamed
+    tensors are (B, C, T, F))."""
     net = _small_net(2)
     widths: list[int] = []
     for module in net.modules():
         if isinstance(module, CausalConv2d):
-            module.register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[-1]))
+            module.register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[2]))
     stream = CausalStream(net)
     with torch.inference_mode():
         for _ in range(3):

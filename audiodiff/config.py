@@ -179,7 +179,8 @@ class ModelConfig:
             raise ValueError("loss_type 'denoiser' uses neither c_skip nor c_out: keep '0' / '1'")
         if self.predictor_output not in PREDICTOR_OUTPUTS:
             raise ValueError(
-                f"predictor_output must be one of {PREDICTOR_OUTPUTS}, got {self.predictor_output!r}"
+                f"predictor_output must be one of {PREDICTOR_OUTPUTS}, "
+                f"got {self.predictor_output!r}"
             )
         if self.predictor_output != "estimate" and self.predictor is None:
             raise ValueError("predictor_output applies to a model with a predictor only")

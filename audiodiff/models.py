@@ -29,7 +29,13 @@ NETWORK_SCALINGS = (None, "1/t", "1/sigma")
 C_IN = ("1", "edm")
 C_SKIP = ("0", "edm")
 C_OUT = ("1", "-1", "sigma", "1/sigma", "edm")  # "-1": the 2023 SGMSE+ sign convention
-__all__ = ["LOSS_TYPES", "PREDICTOR_OUTPUTS", "Parametrisation", "ScoreModel", "score_matching_loss"]
+__all__ = [
+    "LOSS_TYPES",
+    "PREDICTOR_OUTPUTS",
+    "Parametrisation",
+    "ScoreModel",
+    "score_matching_loss",
+]
 
 
 def complex_to_channels(z: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,7 @@ def bridge_recipe(predictor_dir: Path, *overrides: str):
 def test_warm_started_bridge_from_prediction_enhances_exactly_as_its_predictive_mode(
     predictor_dir,
 ):
+    torch.manual_seed(0)  # the bridge network's own initial weights: the same in any test order
     recipe = bridge_recipe(predictor_dir)
     model = build_training_model(recipe).eval()
     assert not any(p.requires_grad for p in model.predictor.parameters())  # frozen
@@ -117,7 +118,11 @@ def test_warm_started_bridge_from_prediction_enhances_exactly_as_its_predictive_
         alone = Enhancer.from_pretrained(predictor_dir, device="cpu")
         reference = torch.as_tensor(alone(noisy, 16000))
     assert torch.equal(predictive, reference)
-    assert (bridge - reference).abs().max() <= 1e-5 * reference.abs().max()
+    # Exact in real arithmetic: every SB-ODE step mixes x_t = Ŷ and x̂0 = Ŷ with weights summing
+    # to 1. In float32 each step, the power-law decompression and the overlap-add round; on the
+    # small output of random weights that reaches ~1.3e-5 of its peak, so allow 1e-4 (a wrong
+    # warm start is off by the order of the signal itself).
+    assert (bridge - reference).abs().max() <= 1e-4 * reference.abs().max()
     assert (bridge - noisy).abs().max() > 1e-3  # not the identity: Ŷ of random weights
 
 

@@ -50,3 +50,13 @@ def test_no_page_needs_files_outside_the_repository(page):
     text = page.read_text(encoding="utf-8")
     for outside in ("../shared", "/work/", "DESIGN.md", "/home/", "/root/"):
         assert outside not in text, f"{page.name} refers to {outside}"
+
+
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "audiodiff" / "assets" / "models").glob("*/config.json")),
+    ids=lambda p: p.parent.name,
+)  # fmt: skip
+def test_no_bundled_model_records_a_path_of_our_machines(config):
+    text = config.read_text(encoding="utf-8")
+    for outside in ("../shared", "/work/", "/tmp/", "/home/", "/root/"):
+        assert outside not in text, f"{config.parent.name}/config.json refers to {outside}"

@@ -156,6 +156,8 @@ class Enhancer:
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.precision = precision
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()

@@ -173,3 +173,16 @@ def test_attenuation_limit_mixes_the_input_back_in(enhancer, noisy):
     for bad in (0.0, -3.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="atten_lim_db must be a positive number"):
             enhancer(wave, rate, steps=1, atten_lim_db=bad)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_a_batch_size_that_is_not_a_positive_whole_number_is_refused(batch_size):
+    from dataclasses import replace
+
+    from audiodiff.config import ModelConfig
+    from audiodiff.nets import PRESETS
+
+    net = replace(PRESETS["ncsnpp_tiny"], in_channels=2, time_conditional=False)
+    config = ModelConfig(kind="predictive", backbone=None, predictor=net)
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+        Enhancer(torch.nn.Identity(), config, batch_size=batch_size)

@@ -170,3 +170,21 @@ def test_bad_causal_config_raises(changes):
 def test_stream_refuses_a_non_causal_network():
     with pytest.raises(ValueError, match="causal"):
         CausalStream(build_backbone("ncsnpp_tiny", in_channels=2, time_conditional=False))
+
+
+def test_pushes_switch_onednn_off_and_the_last_one_out_restores_it():
+    from audiodiff.nets.causal import native_convolutions
+
+    before = torch.backends.mkldnn.enabled
+    seen: list[bool] = []
+    net = _small_net(1)
+    conv = next(m for m in net.modules() if isinstance(m, CausalConv2d))
+    conv.register_forward_pre_hook(lambda m, args: seen.append(torch.backends.mkldnn.enabled))
+    with torch.inference_mode():
+        CausalStream(net).push(torch.randn(1, 2, 32, 2))
+    assert seen == [False] and torch.backends.mkldnn.enabled == before
+    with native_convolutions():  # two overlapping users: the inner exit keeps it off
+        with native_convolutions():
+            assert not torch.backends.mkldnn.enabled
+        assert not torch.backends.mkldnn.enabled
+    assert torch.backends.mkldnn.enabled == before

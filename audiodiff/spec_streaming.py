@@ -49,6 +49,15 @@ def _check_batch(x: torch.Tensor, batch: int, ndim: int, what: str) -> None:
         raise ValueError(f"{what}: expected {ndim} dims with batch {batch}, got {tuple(x.shape)}")
 
 
+def _cached_window(cache: dict, config: SpecConfig, device, dtype) -> torch.Tensor:
+    """``make_window(config)`` on ``device`` / ``dtype``, built once per stream object (a hop
+    of a few frames would otherwise spend a tenth of its STFT time building it again)."""
+    key = (device, dtype)
+    if key not in cache:
+        cache[key] = make_window(config, device=device, dtype=dtype)
+    return cache[key]
+
+
 class StreamingAnalyser:
     """Samples (B, n) of any block size -> the compressed complex frames (B, 1, F, k) completed.
 
@@ -61,6 +70,7 @@ class StreamingAnalyser:
     def __init__(self, config: SpecConfig, batch: int = 1):
         self.config = config
         self.batch = batch
+        self._windows: dict = {}
         self.reset()
 
     def reset(self) -> None:
@@ -118,7 +128,7 @@ class StreamingAnalyser:
         start = first * cfg.hop_length - self._offset
         stop = start + (count - 1) * cfg.hop_length + cfg.n_fft
         segment = self._buffer[:, start:stop]  # (B, (count - 1)·hop + n_fft)
-        window = make_window(cfg, device=segment.device, dtype=segment.dtype)
+        window = _cached_window(self._windows, cfg, segment.device, segment.dtype)
         spec = torch.stft(
             segment,
             cfg.n_fft,
@@ -153,6 +163,8 @@ class StreamingSynthesiser:
     def __init__(self, config: SpecConfig, batch: int = 1):
         self.config = config
         self.batch = batch
+        self._windows: dict = {}
+        self._envelopes: dict = {}  # (k, device, dtype) -> overlap-added squared window
         self.reset()
 
     def reset(self) -> None:
@@ -178,13 +190,16 @@ class StreamingSynthesiser:
         if count == 0:
             return torch.zeros(self.batch, 0, dtype=real, device=frames.device)
         spec = decompress(frames.squeeze(1), cfg.alpha, cfg.beta)  # (B, 1, F, k) -> (B, F, k)
-        window = make_window(cfg, device=frames.device, dtype=real)
+        window = _cached_window(self._windows, cfg, frames.device, real)
         chunk = torch.fft.irfft(spec, n=n_fft, dim=1) * window[:, None]  # (B, n_fft, k)
         size = (count - 1) * hop + n_fft
         fold = {"output_size": (1, size), "kernel_size": (1, n_fft), "stride": (1, hop)}
         ola = F.fold(chunk, **fold).reshape(self.batch, size)  # (B, 1, 1, size) -> (B, size)
-        squares = window.square()[None, :, None].expand(1, n_fft, count)  # (1, n_fft, k)
-        env = F.fold(squares, **fold).reshape(size)  # (1, 1, 1, size) -> (size,)
+        env = self._envelopes.get((count, window.device, real))
+        if env is None:  # the same for every push of k frames: built once
+            squares = window.square()[None, :, None].expand(1, n_fft, count)  # (1, n_fft, k)
+            env = F.fold(squares, **fold).reshape(size)  # (1, 1, 1, size) -> (size,)
+            self._envelopes[(count, window.device, real)] = env
         # The new frames start at padded index K·hop, where the accumulator starts too.
         acc = F.pad(self._acc.to(ola), (0, size - self._acc.shape[-1])) + ola  # (B, size)
         env = F.pad(self._env.to(env), (0, size - self._env.shape[-1])) + env  # (size,)

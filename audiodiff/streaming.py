@@ -496,8 +496,11 @@ class RealtimeEnhancer:
             self._pending = self._store.new_zeros(1, 1, self.spec.num_freqs, 0)  # in, not out yet
         if self.mode == "diffusion":
             self._diffusion = _DiffusionBuffer(self.model, self.settings, self._generator)
+        self.stats = self._new_stats()
+
+    def _new_stats(self) -> StreamStats:
         block_seconds = self.block_samples / self.spec.sample_rate
-        self.stats = StreamStats(block_seconds=block_seconds, latency_ms=self.latency_ms)
+        return StreamStats(block_seconds=block_seconds, latency_ms=self.latency_ms)
 
     def push(self, samples) -> np.ndarray:
         """(n,) float samples (numpy or torch) -> (n,) float32: the output ``latency_samples`` late.
@@ -510,6 +513,8 @@ class RealtimeEnhancer:
         wave = np.asarray(samples, dtype=np.float32).reshape(-1)
         if wave.size:
             check_samples(wave)  # before any state update
+            if self._num_samples == 0:  # a new stream: not the figures of one that flush ended
+                self.stats = self._new_stats()
             frames = self.analyser.push(torch.from_numpy(wave)[None].to(self.device))
             self._add_frames(frames, self._running_peak(wave, frames.shape[-1]))
             self._num_samples += wave.size

@@ -425,3 +425,13 @@ def test_cli_parsers_import_without_torch_and_list_the_streaming_modes():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_flush_keeps_the_finished_streams_figures_and_the_next_stream_counts_afresh():
+    rt = RealtimeEnhancer(None, storm_config(), mode="passthrough", block_frames=8)
+    rt.push(np.zeros(6000, np.float32))
+    rt.flush()
+    finished = rt.stats.blocks
+    assert finished > 5  # readable after flush
+    rt.push(np.zeros(3000, np.float32))
+    assert 0 < rt.stats.blocks < finished  # the second stream alone

@@ -100,13 +100,14 @@ class CausalConv2d(nn.Conv2d):
     def _swapped_weight(self) -> Tensor:
         """The weight for the (T, F) layout, (C_out, C_in, k_T, k_F), contiguous (about 20 %
         faster than a transposed view); rebuilt whenever the weight has changed."""
-        if self.weight.requires_grad and torch.is_grad_enabled():
-            return self.weight.transpose(2, 3)  # a stream under autograd: keep the graph
-        key = (self.weight.data_ptr(), self.weight._version)
-        if getattr(self, "_swapped_key", None) != key:
-            self._swapped = self.weight.detach().transpose(2, 3).contiguous()
-            self._swapped_key = key
-        return self._swapped
+        weight = self.weight
+        if weight.requires_grad and torch.is_grad_enabled():
+            return weight.transpose(2, 3)  # a stream under autograd: keep the graph
+        cached = self.__dict__.get("_swapped")  # (source tensor, its version, swapped copy)
+        if cached is None or cached[0] is not weight or cached[1] != weight._version:
+            cached = (weight, weight._version, weight.detach().transpose(2, 3).contiguous())
+            self.__dict__["_swapped"] = cached
+        return cached[2]
 
 
 class FrameGroupNorm(nn.GroupNorm):

@@ -31,10 +31,8 @@ from compare import SUBSETS, subset_ids
 
 from audiodiff.audio import read_audio, resample
 from audiodiff.checkpoint import build_model, load_pretrained
-from audiodiff.metrics import compute_metrics, mean_ci95
+from audiodiff.metrics import METRICS, compute_metrics, mean_ci95
 from audiodiff.streaming import RealtimeEnhancer
-
-METRICS = ("pesq", "estoi", "si_sdr")
 
 
 def load_audio(paths: list[str], rate: int, concatenate: bool = True):

@@ -25,7 +25,7 @@ from .cli_options import (
     add_inference_options,
     positive_float,
 )
-from .errors import InputError
+from .errors import InputError, UsageError
 
 # = audiodiff.streaming.MODES[:5] (a test checks it); literal so the CLI starts without torch
 MODES = ("predictive", "storm", "score", "diffusion", "bridge")
@@ -224,6 +224,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.output != "speaker" and Path(args.output).suffix.lower() not in (".wav", ".flac"):
         raise StreamError(f"--output {args.output}: a .wav/.flac file or 'speaker'")
+    files = args.input != "mic" and args.output != "speaker"
+    if files and Path(args.output).resolve() == Path(args.input).resolve():
+        problem = "would overwrite the input; choose another file"
+        raise UsageError(f"--output {args.output}", problem)
     if args.input == "mic" or args.output == "speaker":
         _sounddevice()  # fail early, in one line, when the optional package is missing
     speaker = _sounddevice().OutputStream if args.output == "speaker" else None

@@ -141,6 +141,8 @@ ROWS = [
      "{out}/x.wav", "--fast", "--model", "{in}/model"], 1, ["truncated.wav", "truncated"]),
     ("stream-beyond-full-scale", ["stream", "--input", "{in}/loud.wav", "--output",
      "{out}/x.wav", "--fast", "--model", "{in}/model"], 1, ["loud.wav", "[-1, 1]"]),
+    ("stream-output-is-the-input", ["stream", "--input", "{in}/good.wav", "--output",
+     "{in}/good.wav", "--fast", "--model", "{in}/model"], 2, ["--output", "good.wav", "overwrite"]),
     ("stream-block-frames-zero", ["stream", "--input", "{in}/good.wav", "--output",
      "{out}/x.wav", "--block-frames", "0"], 2, ["--block-frames", "0"]),
     # the cases that already passed

@@ -64,7 +64,8 @@ def make_loss(recipe: Recipe, spectrogram):
     """The recipe's loss as ``loss_fn(model, x0, y, generator=g) -> (B,)``.
 
     score: the model's ``loss_type`` (score matching, or the denoiser loss with its
-    ``loss_weighting``); bridge: the data-prediction loss (+ ``l1_weight`` time-domain L1);
+    ``loss_weighting``); bridge: the data-prediction loss (+ ``l1_weight`` time-domain L1,
+    + ``spectral_weight`` · multi-scale spectral loss);
     storm: α·L_pred + (1 − α)·DSM; predictive: L_pred; a bridge with a predictor: the
     data-prediction loss of the bridge from Ŷ. L_pred = ½‖Ŷ − x‖²
     (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T].
@@ -80,7 +81,9 @@ def make_loss(recipe: Recipe, spectrogram):
     if model.kind == "predictive":
         return partial(_predictive_loss, loss=predictive)
     if model.kind == "bridge":
-        loss = DataPredictionLoss(spectrogram, model.l1_weight)
+        spectral = PredictiveLoss(spectrogram, 0.0, 1.0)  # the multi-scale term alone
+        extra = [(train.spectral_weight, spectral)] if train.spectral_weight else []
+        loss = DataPredictionLoss(spectrogram, model.l1_weight, extra)
         bridge = _diffusion_loss if model.predictor is None else _bridge_from_prediction_loss
         return partial(bridge, loss=loss, t_eps=t_eps)
     if model.kind == "score" and model.loss_type == "denoiser":

@@ -12,7 +12,7 @@ import torch
 from audiodiff.checkpoint import build_model, save_pretrained
 from audiodiff.config import ModelConfig
 from audiodiff.enhance import Enhancer
-from audiodiff.losses import DataPredictionLoss
+from audiodiff.losses import DataPredictionLoss, perturb
 from audiodiff.models import StoRM
 from audiodiff.nets import build_backbone
 from audiodiff.spec import Spectrogram
@@ -144,11 +144,38 @@ def test_bridge_from_prediction_loss_is_the_data_prediction_loss_around_y_hat(pr
     assert model.score.backbone.input_conv.weight.grad.abs().sum() > 0
 
 
+def test_bridge_spectral_weight_adds_the_multiscale_spectral_loss_of_x0_hat(predictor_dir):
+    from audiodiff.ddsp import multiscale_spectral_loss
+
+    recipe = bridge_recipe(predictor_dir, "train.spectral_weight=0.01")
+    plain = bridge_recipe(predictor_dir)
+    model = build_training_model(recipe)
+    spec = Spectrogram(recipe.model.spec)
+    y = spec.analyse(0.1 * torch.randn(2, 63 * 128, generator=torch.Generator().manual_seed(5)))
+    x0 = 0.5 * y
+    with_term, without = (
+        make_loss(r, spec)(model, x0, y, generator=torch.Generator().manual_seed(6))
+        for r in (recipe, plain)
+    )
+    assert torch.all(with_term > without)
+    # both draw the same t and z from the seed, so the difference is the spectral term of x̂0
+    y_hat = model.predictor(y)
+    _, _, _, t, z = perturb(model.score, x0, y_hat, generator=torch.Generator().manual_seed(6))
+    x_t, *_ = perturb(model.score, x0, y_hat, t=t, z=z)
+    x_hat = model.score(x_t, torch.cat([y, y_hat], 1), t)
+    length = (x0.shape[-1] - 1) * recipe.model.spec.hop_length
+    recomputed = 0.01 * multiscale_spectral_loss(*(spec.synthesise(s, length) for s in (x_hat, x0)))
+    assert torch.allclose(with_term - without, recomputed, rtol=1e-4, atol=1e-6)
+
+
 def test_warm_start_recipe_checks(predictor_dir):
     with pytest.raises(RecipeError, match="warm_start needs"):
         bridge_recipe(predictor_dir, f"train.init_model={predictor_dir}")
     with pytest.raises(RecipeError, match="applies to storm models"):
         load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.alpha=0.3"])
+    load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.spectral_weight=0.01"])
+    with pytest.raises(RecipeError, match="spectral_weight needs a data estimate"):
+        load_recipe(REPO / "recipes" / "vbdmd" / "sgmse.yaml", ["train.spectral_weight=0.01"])
 
 
 def test_bridge_from_prediction_streams_in_both_modes(predictor_dir):

@@ -116,7 +116,7 @@ class TrainConfig:
     t_eps: float | None = None  # smallest training time t; null: the model's sampler.t_eps
     alpha: float = 0.5  # StoRM: α·L_pred + (1 − α)·DSM
     score_task_prob: float = 0.0  # StoRM: share of examples trained as plain SGMSE+
-    spectral_weight: float = 0.0  # DDSP multi-scale spectral loss on the predictive output
+    spectral_weight: float = 0.0  # DDSP multi-scale spectral loss on Ŷ (or the bridge's x̂0)
     freeze_predictor: bool = False  # StoRM with a fixed (pre-trained) predictive stage
     init_predictor: str | None = None  # model folder whose predictor initialises ours
     init_model: str | None = None  # model folder (same architecture) whose weights start training
@@ -208,8 +208,8 @@ class Recipe:
                         f"train.{name} applies to storm models (and bridges with a predictor), "
                         f"not {kind!r}"
                     )
-        if kind in ("score", "bridge") and self.train.spectral_weight:
-            raise RecipeError("train.spectral_weight needs a predictive stage (storm/predictive)")
+        if kind == "score" and self.train.spectral_weight:
+            raise RecipeError("train.spectral_weight needs a data estimate (not a score model)")
         if self.train.warm_start and (kind == "predictive" or self.train.init_model):
             raise RecipeError("train.warm_start needs a time-conditional backbone, no init_model")
         if self.train.freeze_predictor and self.train.init_predictor is None:

@@ -82,8 +82,8 @@ def make_loss(recipe: Recipe, spectrogram):
         return partial(_predictive_loss, loss=predictive)
     if model.kind == "bridge":
         spectral = PredictiveLoss(spectrogram, 0.0, 1.0)  # the multi-scale term alone
-        extra = [(train.spectral_weight, spectral)] if train.spectral_weight else []
-        loss = DataPredictionLoss(spectrogram, model.l1_weight, extra)
+        # a zero weight leaves the term out (DataPredictionLoss skips it)
+        loss = DataPredictionLoss(spectrogram, model.l1_weight, [(train.spectral_weight, spectral)])
         bridge = _diffusion_loss if model.predictor is None else _bridge_from_prediction_loss
         return partial(bridge, loss=loss, t_eps=t_eps)
     if model.kind == "score" and model.loss_type == "denoiser":

@@ -160,8 +160,7 @@ def test_bridge_spectral_weight_adds_the_multiscale_spectral_loss_of_x0_hat(pred
     assert torch.all(with_term > without)
     # both draw the same t and z from the seed, so the difference is the spectral term of x̂0
     y_hat = model.predictor(y)
-    _, _, _, t, z = perturb(model.score, x0, y_hat, generator=torch.Generator().manual_seed(6))
-    x_t, *_ = perturb(model.score, x0, y_hat, t=t, z=z)
+    x_t, _, _, t, _ = perturb(model.score, x0, y_hat, generator=torch.Generator().manual_seed(6))
     x_hat = model.score(x_t, torch.cat([y, y_hat], 1), t)
     length = (x0.shape[-1] - 1) * recipe.model.spec.hop_length
     recomputed = 0.01 * multiscale_spectral_loss(*(spec.synthesise(s, length) for s in (x_hat, x0)))

@@ -36,11 +36,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    recipe = load_recipe(args.recipe, args.overrides)
-    data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, 0, recipe.train.seed)
     model, config = load_pretrained(args.model)
     if config.kind != "bridge" or config.predictor is None:
         parser.error(f"--model {args.model}: not a bridge with a predictor")
+    recipe = load_recipe(args.recipe, args.overrides)
+    data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, 0, recipe.train.seed)
     spec = Spectrogram(config.spec)
     crops = [data.valid[i] for i in range(len(data.valid))]
     x0 = spec.analyse(torch.stack([torch.as_tensor(clean) for clean, _ in crops]))

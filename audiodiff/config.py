@@ -13,6 +13,7 @@ from .spec import SpecConfig
 
 SB_SAMPLERS = ("sb_ode", "sb_sde")  # Schrödinger-bridge sampler (sample_sb), ODE / SDE form
 SAMPLERS = ("pc", "ode_euler", "ode_heun", *SB_SAMPLERS)
+MODEL_TIMES = ("current", "previous")  # the time the SB sampler gives its network (sample_sb)
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 MODEL_KINDS = ("score", "storm", "predictive", "bridge")
 # which inference modes each kind of model can run; the first is its default
@@ -40,7 +41,9 @@ class SamplerConfig:
 
     ``mode`` is ``storm``, ``score``, ``predictive`` or ``bridge``; None means the model kind's
     default. ``method`` ``sb_ode`` / ``sb_sde`` is the Schrödinger-bridge sampler (bridge models
-    only): ``steps`` network calls on ``steps + 1`` grid times from T to ``t_eps``.
+    only): ``steps`` network calls on ``steps + 1`` grid times from T to ``t_eps``; its network
+    is told each step's target time (``model_time`` ``current``, as sgmse) or the time of the
+    state it is given (``previous``: the first call sees the prior at t = T).
     """
 
     mode: str | None = None
@@ -50,6 +53,7 @@ class SamplerConfig:
     snr: float = 0.5
     predictor: str = "reverse_diffusion"
     t_eps: float = 0.03
+    model_time: str = "current"
 
     def __post_init__(self) -> None:
         if self.method not in SAMPLERS:
@@ -58,6 +62,8 @@ class SamplerConfig:
             raise ValueError(f"predictor must be one of {PREDICTORS}, got {self.predictor!r}")
         if self.mode is not None and self.mode not in ALL_MODES:
             raise ValueError(f"mode must be one of {ALL_MODES}, got {self.mode!r}")
+        if self.model_time not in MODEL_TIMES:
+            raise ValueError(f"model_time must be one of {MODEL_TIMES}, got {self.model_time!r}")
         if self.steps < 0 or self.corrector_steps < 0 or self.snr <= 0 or not 0 < self.t_eps < 1:
             raise ValueError("need steps >= 0, corrector_steps >= 0, snr > 0 and 0 < t_eps < 1")
 

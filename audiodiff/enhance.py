@@ -48,8 +48,8 @@ def run_sampler(
     """The configured reverse process for ``score_fn(x, mean_target, t)``, from the SDE's prior.
 
     For ``sb_ode`` / ``sb_sde`` ``score_fn`` returns x̂0 (a bridge model): ``steps`` calls on
-    ``steps + 1`` grid times, the network told each step's target time, as sgmse's
-    ``get_sb_sampler``.
+    ``steps + 1`` grid times, the network told each step's target time (as sgmse's
+    ``get_sb_sampler``) or, with ``model_time`` ``previous``, the time of its input state.
     """
     device = mean_target.device
     common = {"lengths": lengths, "generator": generator}
@@ -57,7 +57,13 @@ def run_sampler(
         grid = sampling.time_grid(settings.steps + 1, T=sde.T, t_eps=settings.t_eps, device=device)
         stochastic = settings.method == "sb_sde"
         return sampling.sample_sb(
-            sde, score_fn, mean_target, grid, stochastic=stochastic, model_time="current", **common
+            sde,
+            score_fn,
+            mean_target,
+            grid,
+            stochastic=stochastic,
+            model_time=settings.model_time,
+            **common,
         )
     grid = sampling.time_grid(settings.steps, T=sde.T, t_eps=settings.t_eps, device=device)
     if settings.method == "pc":

@@ -23,12 +23,19 @@ LOSS_WEIGHTINGS = {  # loss_type -> the weightings of λ(σ) it accepts (as sgms
 }
 
 
-def perturb(model, x0, y, *, t_eps=0.03, generator=None, t=None, z=None):
-    """(x_t, mean, std (B,), t, z) for a training example; draws t then z when not given."""
+def perturb(model, x0, y, *, t_eps=0.03, generator=None, t=None, z=None, t_end_prob=0.0):
+    """(x_t, mean, std (B,), t, z) for a training example; draws t then z when not given.
+
+    ``t_end_prob``: the share of examples put at t = T exactly (drawn after t), where a bridge's
+    x_t is its prior, the state every sampler starts from.
+    """
     sde = model.sde
     if t is None:
         u = torch.rand(x0.shape[0], generator=generator, device=x0.device)
         t = t_eps + (sde.T - t_eps) * u
+        if t_end_prob:
+            at_end = torch.rand(x0.shape[0], generator=generator, device=x0.device) < t_end_prob
+            t = torch.where(at_end, torch.full_like(t, sde.T), t)
     if z is None:
         z = complex_randn(tuple(x0.shape), generator=generator, device=x0.device)
     mean, std = sde.marginal_prob(x0, y, t)
@@ -89,7 +96,11 @@ class DataPredictionLoss:
         waves = [self.spectrogram.synthesise(s, length) for s in (x_hat, x0)]  # (B, L) each
         return _half_sum((waves[0] - waves[1]).abs()) / length
 
-    def __call__(self, model, x0, y, cond, *, t_eps=0.03, generator=None, t=None, z=None):
-        x_t, _, _, t, _ = perturb(model, x0, y, t_eps=t_eps, generator=generator, t=t, z=z)
+    def __call__(
+        self, model, x0, y, cond, *, t_eps=0.03, generator=None, t=None, z=None, t_end_prob=0.0
+    ):  # fmt: skip
+        x_t, _, _, t, _ = perturb(
+            model, x0, y, t_eps=t_eps, generator=generator, t=t, z=z, t_end_prob=t_end_prob
+        )
         x_hat = model(x_t, cond, t)
         return sum(weight * term(x_hat, x0) for weight, term in self.terms if weight)

@@ -68,7 +68,8 @@ def make_loss(recipe: Recipe, spectrogram):
     + ``spectral_weight`` · multi-scale spectral loss);
     storm: α·L_pred + (1 − α)·DSM; predictive: L_pred; a bridge with a predictor: the
     data-prediction loss of the bridge from Ŷ. L_pred = ½‖Ŷ − x‖²
-    (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T].
+    (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T]; a bridge puts
+    the share ``t_end_prob`` of its examples at t = T.
     """
     from .losses import DataPredictionLoss, denoiser_loss, score_matching_loss
     from .models import PredictiveLoss, predictive_mse_loss, storm_loss
@@ -85,7 +86,7 @@ def make_loss(recipe: Recipe, spectrogram):
         # a zero weight leaves the term out (DataPredictionLoss skips it)
         loss = DataPredictionLoss(spectrogram, model.l1_weight, [(train.spectral_weight, spectral)])
         bridge = _diffusion_loss if model.predictor is None else _bridge_from_prediction_loss
-        return partial(bridge, loss=loss, t_eps=t_eps)
+        return partial(bridge, loss=loss, t_eps=t_eps, t_end_prob=train.t_end_prob)
     if model.kind == "score" and model.loss_type == "denoiser":
         weighting = {"weighting": model.loss_weighting, "sigma_data": model.sigma_data}
         return partial(_diffusion_loss, loss=denoiser_loss, t_eps=t_eps, **weighting)

@@ -35,8 +35,9 @@ def _pair(name="p287_001.wav"):
     return clean, noisy
 
 
+@pytest.mark.parametrize("model_time", ["current", "previous"])
 @pytest.mark.parametrize("method", ["sb_ode", "sb_sde"])
-def test_bridge_sampler_with_the_exact_clean_estimate_recovers_real_speech(method):
+def test_bridge_sampler_with_the_exact_clean_estimate_recovers_real_speech(method, model_time):
     clean, noisy = _pair()
     spec = Spectrogram(SpecConfig())
     x0, y = (spec.analyse(torch.from_numpy(w)[None]) for w in (clean, noisy))  # (1, 1, F, T)
@@ -46,13 +47,22 @@ def test_bridge_sampler_with_the_exact_clean_estimate_recovers_real_speech(metho
         calls.append(float(t[0]))
         return x0
 
-    settings = SamplerConfig(method=method, steps=4, t_eps=1e-4)
+    settings = SamplerConfig(method=method, steps=4, t_eps=1e-4, model_time=model_time)
     gen = torch.Generator().manual_seed(0)
     out = run_sampler(oracle, SBVESDE(k=2.6, c=0.4), y, settings, generator=gen)
     wave = spec.synthesise(out, len(clean))[0].numpy()
     assert si_sdr(clean, noisy) < 15  # a real noisy input
     assert si_sdr(clean, wave) > 40
-    assert len(calls) == 4 and calls[-1] == pytest.approx(1e-4)  # told the step's target time
+    grid = np.linspace(1.0, 1e-4, 5)
+    # "current": told each step's target time (as sgmse); "previous": the time of the state it
+    # is given, so the prior's T first
+    expected = grid[1:] if model_time == "current" else grid[:-1]
+    assert calls == pytest.approx(expected.tolist(), rel=1e-6)
+
+
+def test_sampler_config_refuses_an_unknown_model_time():
+    with pytest.raises(ValueError, match="model_time must be one of"):
+        SamplerConfig(method="sb_ode", model_time="next")
 
 
 @pytest.fixture(scope="module")

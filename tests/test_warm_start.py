@@ -167,6 +167,31 @@ def test_bridge_spectral_weight_adds_the_multiscale_spectral_loss_of_x0_hat(pred
     assert torch.allclose(with_term - without, recomputed, rtol=1e-4, atol=1e-6)
 
 
+def test_bridge_t_end_prob_trains_that_share_at_the_prior(predictor_dir):
+    recipe = bridge_recipe(predictor_dir, "train.t_end_prob=0.5")
+    model = build_training_model(recipe)
+    spec = Spectrogram(recipe.model.spec)
+    y = spec.analyse(0.1 * torch.randn(400, 15 * 128, generator=torch.Generator().manual_seed(7)))
+    x0 = 0.5 * y
+    x_t, _, _, t, _ = perturb(
+        model.score, x0, y, generator=torch.Generator().manual_seed(8), t_end_prob=0.5
+    )
+    at_end = t == model.score.sde.T
+    assert 150 < int(at_end.sum()) < 250  # Binomial(400, 0.5): 200 ± 10 (5 σ)
+    assert torch.equal(x_t[at_end], y[at_end])  # the bridge's marginal at T is the point y
+    assert t[~at_end].max() < model.score.sde.T and t[~at_end].min() >= 0.03
+    # the recipe's loss draws the same t: with the share at 0 no example is at T
+    loss = make_loss(recipe, spec)
+    seen = []
+    forward = model.score.forward
+    model.score.forward = lambda x, c, tt: seen.append(tt) or forward(x, c, tt)
+    loss(model, x0[:64], y[:64], generator=torch.Generator().manual_seed(8))
+    make_loss(bridge_recipe(predictor_dir), spec)(
+        model, x0[:64], y[:64], generator=torch.Generator().manual_seed(8)
+    )
+    assert (seen[0] == 1.0).any() and not (seen[1] == 1.0).any()
+
+
 def test_warm_start_recipe_checks(predictor_dir):
     with pytest.raises(RecipeError, match="warm_start needs"):
         bridge_recipe(predictor_dir, f"train.init_model={predictor_dir}")
@@ -175,6 +200,10 @@ def test_warm_start_recipe_checks(predictor_dir):
     load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.spectral_weight=0.01"])
     with pytest.raises(RecipeError, match="spectral_weight needs a data estimate"):
         load_recipe(REPO / "recipes" / "vbdmd" / "sgmse.yaml", ["train.spectral_weight=0.01"])
+    with pytest.raises(RecipeError, match="t_end_prob applies to bridge models, not 'score'"):
+        load_recipe(REPO / "recipes" / "vbdmd" / "sgmse.yaml", ["train.t_end_prob=0.5"])
+    with pytest.raises(RecipeError, match="need 0 <= train.t_end_prob < 1"):
+        load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.t_end_prob=1"])
 
 
 def test_bridge_from_prediction_streams_in_both_modes(predictor_dir):

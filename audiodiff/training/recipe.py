@@ -114,6 +114,7 @@ class TrainConfig:
     grad_clip: float | None = None
     max_steps: int = 100_000
     t_eps: float | None = None  # smallest training time t; null: the model's sampler.t_eps
+    t_end_prob: float = 0.0  # bridge: share of examples at t = T (x_t is the prior)
     alpha: float = 0.5  # StoRM: α·L_pred + (1 − α)·DSM
     score_task_prob: float = 0.0  # StoRM: share of examples trained as plain SGMSE+
     spectral_weight: float = 0.0  # DDSP multi-scale spectral loss on Ŷ (or the bridge's x̂0)
@@ -153,6 +154,8 @@ class TrainConfig:
             raise RecipeError("need 0 <= train.score_task_prob <= 1, train.spectral_weight >= 0")
         if self.t_eps is not None and not 0 < self.t_eps < 1:
             raise RecipeError("need 0 < train.t_eps < 1 (or null: the sampler's t_eps)")
+        if not 0 <= self.t_end_prob < 1:
+            raise RecipeError("need 0 <= train.t_end_prob < 1")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise RecipeError("train.grad_clip must be positive (or null: no clipping)")
         for name, allowed in (("precision", PRECISIONS), ("log", LOGGERS), ("monitor", MONITORS)):
@@ -208,6 +211,8 @@ class Recipe:
                         f"train.{name} applies to storm models (and bridges with a predictor), "
                         f"not {kind!r}"
                     )
+        if kind != "bridge" and self.train.t_end_prob:
+            raise RecipeError(f"train.t_end_prob applies to bridge models, not {kind!r}")
         if kind == "score" and self.train.spectral_weight:
             raise RecipeError("train.spectral_weight needs a data estimate (not a score model)")
         if self.train.warm_start and (kind == "predictive" or self.train.init_model):

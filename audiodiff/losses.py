@@ -77,6 +77,18 @@ def denoiser_loss(
 Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x̂0, x0) -> (B,)
 
 
+class WaveformTerm:
+    """A waveform loss ``fn(pred (B, L), target (B, L)) -> (B,)`` as a term of spectrograms:
+    both are synthesised to L = (T − 1)·hop samples first."""
+
+    def __init__(self, spectrogram, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.spectrogram, self.fn = spectrogram, fn
+
+    def __call__(self, x_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        length = (x0.shape[-1] - 1) * self.spectrogram.config.hop_length
+        return self.fn(*(self.spectrogram.synthesise(s, length) for s in (x_hat, x0)))
+
+
 class DataPredictionLoss:
     """Data-prediction loss of the Schrödinger bridge (Jukić et al. 2024; Eq. 12 of Richter et
     al. 2024): ½‖x̂0 − x0‖²/(F·T) + ``l1_weight``·½‖istft(x̂0) − istft(x0)‖₁/L, L = (T − 1)·hop.

@@ -65,14 +65,16 @@ def make_loss(recipe: Recipe, spectrogram):
 
     score: the model's ``loss_type`` (score matching, or the denoiser loss with its
     ``loss_weighting``); bridge: the data-prediction loss (+ ``l1_weight`` time-domain L1,
-    + ``spectral_weight`` · multi-scale spectral loss);
+    + ``spectral_weight`` · multi-scale spectral loss, + ``loudness_weight`` · the PESQ-shaped
+    loudness-disturbance loss);
     storm: α·L_pred + (1 − α)·DSM; predictive: L_pred; a bridge with a predictor: the
     data-prediction loss of the bridge from Ŷ. L_pred = ½‖Ŷ − x‖²
     (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T]; a bridge puts
     the share ``t_end_prob`` of its examples at t = T.
     """
-    from .losses import DataPredictionLoss, denoiser_loss, score_matching_loss
+    from .losses import DataPredictionLoss, WaveformTerm, denoiser_loss, score_matching_loss
     from .models import PredictiveLoss, predictive_mse_loss, storm_loss
+    from .perceptual_loss import LoudnessDisturbanceLoss
 
     train, model = recipe.train, recipe.model
     t_eps = train.t_eps if train.t_eps is not None else model.sampler.t_eps
@@ -83,8 +85,10 @@ def make_loss(recipe: Recipe, spectrogram):
         return partial(_predictive_loss, loss=predictive)
     if model.kind == "bridge":
         spectral = PredictiveLoss(spectrogram, 0.0, 1.0)  # the multi-scale term alone
+        loudness = WaveformTerm(spectrogram, LoudnessDisturbanceLoss(model.spec.sample_rate))
+        extra = [(train.spectral_weight, spectral), (train.loudness_weight, loudness)]
         # a zero weight leaves the term out (DataPredictionLoss skips it)
-        loss = DataPredictionLoss(spectrogram, model.l1_weight, [(train.spectral_weight, spectral)])
+        loss = DataPredictionLoss(spectrogram, model.l1_weight, extra)
         bridge = _diffusion_loss if model.predictor is None else _bridge_from_prediction_loss
         return partial(bridge, loss=loss, t_eps=t_eps, t_end_prob=train.t_end_prob)
     if model.kind == "score" and model.loss_type == "denoiser":

@@ -118,6 +118,7 @@ class TrainConfig:
     alpha: float = 0.5  # StoRM: α·L_pred + (1 − α)·DSM
     score_task_prob: float = 0.0  # StoRM: share of examples trained as plain SGMSE+
     spectral_weight: float = 0.0  # DDSP multi-scale spectral loss on Ŷ (or the bridge's x̂0)
+    loudness_weight: float = 0.0  # bridge: PESQ-shaped loudness-disturbance loss of x̂0
     freeze_predictor: bool = False  # StoRM with a fixed (pre-trained) predictive stage
     init_predictor: str | None = None  # model folder whose predictor initialises ours
     init_model: str | None = None  # model folder (same architecture) whose weights start training
@@ -154,6 +155,8 @@ class TrainConfig:
             raise RecipeError("need 0 <= train.score_task_prob <= 1, train.spectral_weight >= 0")
         if self.t_eps is not None and not 0 < self.t_eps < 1:
             raise RecipeError("need 0 < train.t_eps < 1 (or null: the sampler's t_eps)")
+        if self.loudness_weight < 0:
+            raise RecipeError("train.loudness_weight must be >= 0")
         if not 0 <= self.t_end_prob < 1:
             raise RecipeError("need 0 <= train.t_end_prob < 1")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -211,8 +214,9 @@ class Recipe:
                         f"train.{name} applies to storm models (and bridges with a predictor), "
                         f"not {kind!r}"
                     )
-        if kind != "bridge" and self.train.t_end_prob:
-            raise RecipeError(f"train.t_end_prob applies to bridge models, not {kind!r}")
+        for name in ("t_end_prob", "loudness_weight"):
+            if kind != "bridge" and getattr(self.train, name):
+                raise RecipeError(f"train.{name} applies to bridge models, not {kind!r}")
         if kind == "score" and self.train.spectral_weight:
             raise RecipeError("train.spectral_weight needs a data estimate (not a score model)")
         if self.train.warm_start and (kind == "predictive" or self.train.init_model):

@@ -144,10 +144,23 @@ def test_bridge_from_prediction_loss_is_the_data_prediction_loss_around_y_hat(pr
     assert model.score.backbone.input_conv.weight.grad.abs().sum() > 0
 
 
-def test_bridge_spectral_weight_adds_the_multiscale_spectral_loss_of_x0_hat(predictor_dir):
+def _multiscale(pred, target):
     from audiodiff.ddsp import multiscale_spectral_loss
 
-    recipe = bridge_recipe(predictor_dir, "train.spectral_weight=0.01")
+    return multiscale_spectral_loss(pred, target)
+
+
+def _loudness(pred, target):
+    from audiodiff.perceptual_loss import LoudnessDisturbanceLoss
+
+    return LoudnessDisturbanceLoss(16000)(pred, target)
+
+
+@pytest.mark.parametrize(
+    ("key", "term"), [("spectral_weight", _multiscale), ("loudness_weight", _loudness)]
+)
+def test_bridge_waveform_loss_weights_add_their_term_of_x0_hat(predictor_dir, key, term):
+    recipe = bridge_recipe(predictor_dir, f"train.{key}=0.01")
     plain = bridge_recipe(predictor_dir)
     model = build_training_model(recipe)
     spec = Spectrogram(recipe.model.spec)
@@ -158,12 +171,12 @@ def test_bridge_spectral_weight_adds_the_multiscale_spectral_loss_of_x0_hat(pred
         for r in (recipe, plain)
     )
     assert torch.all(with_term > without)
-    # both draw the same t and z from the seed, so the difference is the spectral term of x̂0
+    # both draw the same t and z from the seed, so the difference is the term of x̂0
     y_hat = model.predictor(y)
     x_t, _, _, t, _ = perturb(model.score, x0, y_hat, generator=torch.Generator().manual_seed(6))
     x_hat = model.score(x_t, torch.cat([y, y_hat], 1), t)
     length = (x0.shape[-1] - 1) * recipe.model.spec.hop_length
-    recomputed = 0.01 * multiscale_spectral_loss(*(spec.synthesise(s, length) for s in (x_hat, x0)))
+    recomputed = 0.01 * term(*(spec.synthesise(s, length) for s in (x_hat, x0)))
     assert torch.allclose(with_term - without, recomputed, rtol=1e-4, atol=1e-6)
 
 
@@ -200,8 +213,9 @@ def test_warm_start_recipe_checks(predictor_dir):
     load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.spectral_weight=0.01"])
     with pytest.raises(RecipeError, match="spectral_weight needs a data estimate"):
         load_recipe(REPO / "recipes" / "vbdmd" / "sgmse.yaml", ["train.spectral_weight=0.01"])
-    with pytest.raises(RecipeError, match="t_end_prob applies to bridge models, not 'score'"):
-        load_recipe(REPO / "recipes" / "vbdmd" / "sgmse.yaml", ["train.t_end_prob=0.5"])
+    for key in ("t_end_prob", "loudness_weight"):
+        with pytest.raises(RecipeError, match=f"{key} applies to bridge models, not 'score'"):
+            load_recipe(REPO / "recipes" / "vbdmd" / "sgmse.yaml", [f"train.{key}=0.5"])
     with pytest.raises(RecipeError, match="need 0 <= train.t_end_prob < 1"):
         load_recipe(REPO / "recipes" / "pool" / "bridge_tiny.yaml", ["train.t_end_prob=1"])
 

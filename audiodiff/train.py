@@ -229,7 +229,7 @@ def build_trainer(recipe: Recipe, callbacks: list, checkpoint_dir: Path):
         checkpoints.insert(0, best)
     return pl.Trainer(
         **_hardware(recipe),
-        max_steps=t.max_steps,
+        max_steps=t.stop_step or t.max_steps,
         val_check_interval=t.val_every_n_steps or None,
         check_val_every_n_epoch=None if t.val_every_n_steps else 1,
         limit_val_batches=1.0 if t.val_every_n_steps else 0,
@@ -286,7 +286,7 @@ def train(
     loss_fn = make_loss(recipe, Spectrogram(recipe.model.spec))
     module = EnhancementModule(
         model, recipe.model, loss_fn, lr=t.lr, lr_final=t.lr_final, ema_decay=t.ema_decay,
-        seed=t.seed,
+        seed=t.seed, schedule_steps=t.max_steps,
         metadata={"recipe": recipe.to_dict()},
     )  # fmt: skip
     data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, t.num_eval_files, t.seed)

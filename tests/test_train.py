@@ -204,6 +204,16 @@ def test_cosine_learning_rate_falls_from_lr_to_lr_final_and_resumes(base, tmp_pa
     np.testing.assert_allclose(resumed.rates, expected[2:], rtol=1e-9)
     with pytest.raises(RecipeError, match="lr_final"):
         tiny(base, tmp_path / "bad", "train.lr=1e-4", "train.lr_final=1e-3")
+    # stop_step ends a run early on the same schedule (a checkpoint chosen mid-run, reproduced)
+    stopped = RecordLearningRate()
+    early = tiny(
+        base, tmp_path / "stopped", f"train.max_steps={steps}", "train.stop_step=3",
+        "train.val_every_n_steps=0", *overrides,
+    )  # fmt: skip
+    train(early, callbacks=[stopped], export=False)
+    np.testing.assert_allclose(stopped.rates, expected[:3], rtol=1e-9)
+    with pytest.raises(RecipeError, match="stop_step"):
+        tiny(base, tmp_path / "bad", "train.max_steps=5", "train.stop_step=6")
 
 
 def test_fresh_run_refuses_an_existing_run_folder(run, base):

@@ -74,6 +74,7 @@ class EnhancementModule(pl.LightningModule):
         *,
         lr: float = 1e-4,
         lr_final: float | None = None,
+        schedule_steps: int | None = None,
         ema_decay: float = 0.999,
         seed: int = 0,
         ema: nn.Module | None = None,
@@ -85,7 +86,8 @@ class EnhancementModule(pl.LightningModule):
         self.config = config
         self.loss_fn = loss_fn
         self.lr, self.ema_decay, self.seed = lr, ema_decay, seed
-        self.lr_final = lr_final  # None: constant lr; else cosine to it at the trainer's max_steps
+        self.lr_final = lr_final  # None: constant lr; else cosine to it at schedule_steps
+        self.schedule_steps = schedule_steps  # None: the trainer's max_steps
         self.metadata = dict(metadata or {})
         self.spectrogram = Spectrogram(config.spec)
         self._sums: torch.Tensor | None = None  # validation sums and counts, see _accumulate
@@ -116,7 +118,7 @@ class EnhancementModule(pl.LightningModule):
         optimizer = torch.optim.Adam(params, lr=self.lr)
         if self.lr_final is None:
             return optimizer
-        steps = self.trainer.max_steps
+        steps = self.schedule_steps or self.trainer.max_steps
         factor = partial(cosine_factor, final=self.lr_final / self.lr, steps=steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {

@@ -113,6 +113,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float | None = None
     max_steps: int = 100_000
+    stop_step: int | None = None  # end the run here, the lr schedule still running to max_steps
     t_eps: float | None = None  # smallest training time t; null: the model's sampler.t_eps
     t_end_prob: float = 0.0  # bridge: share of examples at t = T (x_t is the prior)
     alpha: float = 0.5  # StoRM: α·L_pred + (1 − α)·DSM
@@ -155,6 +156,8 @@ class TrainConfig:
             raise RecipeError("need 0 <= train.score_task_prob <= 1, train.spectral_weight >= 0")
         if self.t_eps is not None and not 0 < self.t_eps < 1:
             raise RecipeError("need 0 < train.t_eps < 1 (or null: the sampler's t_eps)")
+        if self.stop_step is not None and not 1 <= self.stop_step <= self.max_steps:
+            raise RecipeError("need 1 <= train.stop_step <= train.max_steps (or null)")
         if self.loudness_weight < 0:
             raise RecipeError("train.loudness_weight must be >= 0")
         if not 0 <= self.t_end_prob < 1:

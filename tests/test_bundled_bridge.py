@@ -65,7 +65,8 @@ def test_the_training_script_made_the_shipped_weights():
         return doc
 
     assert without_folders(parse_recipe(training["recipe"])) == without_folders(trains[-1])
-    assert training["global_step"] == trains[-1].train.max_steps
+    last = trains[-1].train
+    assert training["global_step"] == (last.stop_step or last.max_steps)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +83,13 @@ def test_its_predictive_mode_is_the_default_models_predictor(demo, tmp_path):
             assert ours == pytest.approx(theirs, abs=1e-3), (name, metric)
 
 
-def test_bridge_mode_improves_every_metric_of_the_examples(demo):
-    # measured: on eval50 the bridge mode is PESQ 2.00, ESTOI 0.744, SI-SDR 12.26 dB
+def test_bridge_mode_improves_every_metric_of_the_examples_and_beats_predictive(demo):
+    # measured (means of the 3): noisy PESQ 1.40, ESTOI 0.619, SI-SDR 7.75 dB; bridge (N = 1)
+    # 1.65, 0.652, 9.94 dB; predictive 1.47, 0.641, 9.09 dB
+    def mean(mode, metric):
+        return np.mean([r[mode][metric] for r in demo.values()])
+
     for metric, gain in (("pesq", 0.05), ("estoi", 0.005), ("si_sdr", 0.5)):
-        noisy = np.mean([r["noisy"][metric] for r in demo.values()])
-        bridge = np.mean([r["bridge"][metric] for r in demo.values()])
-        assert bridge > noisy + gain, metric
+        assert mean("bridge", metric) > mean("noisy", metric) + gain, metric
+    for metric, gain in (("pesq", 0.1), ("estoi", 0.0), ("si_sdr", 0.0)):
+        assert mean("bridge", metric) > mean("predictive", metric) + gain, metric

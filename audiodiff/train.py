@@ -72,6 +72,7 @@ def make_loss(recipe: Recipe, spectrogram):
     (+ ``spectral_weight`` · multi-scale spectral loss). t ~ U[train.t_eps, T]; a bridge puts
     the share ``t_end_prob`` of its examples at t = T.
     """
+    from .ddsp import multiscale_spectral_loss
     from .losses import DataPredictionLoss, WaveformTerm, denoiser_loss, score_matching_loss
     from .models import PredictiveLoss, predictive_mse_loss, storm_loss
     from .perceptual_loss import LoudnessDisturbanceLoss
@@ -84,9 +85,10 @@ def make_loss(recipe: Recipe, spectrogram):
     if model.kind == "predictive":
         return partial(_predictive_loss, loss=predictive)
     if model.kind == "bridge":
-        spectral = PredictiveLoss(spectrogram, 0.0, 1.0)  # the multi-scale term alone
-        loudness = WaveformTerm(spectrogram, LoudnessDisturbanceLoss(model.spec.sample_rate))
-        extra = [(train.spectral_weight, spectral), (train.loudness_weight, loudness)]
+        extra = [(train.spectral_weight, WaveformTerm(spectrogram, multiscale_spectral_loss))]
+        if train.loudness_weight:  # its band tables are built only when it is used
+            loudness = LoudnessDisturbanceLoss(model.spec.sample_rate)
+            extra.append((train.loudness_weight, WaveformTerm(spectrogram, loudness)))
         # a zero weight leaves the term out (DataPredictionLoss skips it)
         loss = DataPredictionLoss(spectrogram, model.l1_weight, extra)
         bridge = _diffusion_loss if model.predictor is None else _bridge_from_prediction_loss

@@ -238,3 +238,29 @@ def test_bridge_from_prediction_streams_in_both_modes(predictor_dir):
     assert (
         np.abs(outs["bridge"] - outs["predictive"]).max() <= 1e-4 * np.abs(outs["predictive"]).max()
     )
+
+
+def test_bridge_from_y_pilot_recipe_starts_at_its_predictor(predictor_dir):
+    recipe = load_recipe(
+        REPO / "recipes" / "pool" / "bridge_y_warm_tiny.yaml",
+        [
+            "model.backbone.nf=8",
+            f"train.warm_start={predictor_dir}",
+            "data.clean=c",
+            "data.noise=n",
+        ],
+    )
+    assert recipe.model.predictor is None and recipe.model.modes == ("bridge",)
+    assert (recipe.model.sampler.steps, recipe.model.sampler.model_time) == (1, "previous")
+    torch.manual_seed(0)
+    model = build_training_model(recipe).eval()
+    noisy = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        bridge = torch.as_tensor(Enhancer(model, recipe.model, device="cpu")(noisy, 16000))
+        reference = torch.as_tensor(
+            Enhancer.from_pretrained(predictor_dir, device="cpu")(noisy, 16000)
+        )
+    # Its one SB-ODE step from x_T = y to t_eps keeps a small share of y beside x̂0 = Ŷ (here
+    # 3e-3 of the peak); a missing warm start is off by the order of the signal.
+    assert (bridge - reference).abs().max() <= 1e-2 * reference.abs().max()
+    assert (bridge - noisy).abs().max() > 1e-3

@@ -1,23 +1,28 @@
 """Score model folders on a pool recipe's validation utterances (never on an evaluation set).
 
     python eval/pool_valid.py RECIPE.yaml --models DIR [DIR ...] [--modes predictive bridge@3] \
-        [KEY=VALUE ...]
+        [--pairs DIR] [KEY=VALUE ...]
 
 The utterances are the recipe's ``train.num_eval_files`` whole-utterance mixtures of the clean and
 noise files its ``data.valid`` holds out of training (the ones validation enhances), so a model
 trained by that recipe has never seen them. Prints mean PESQ-WB, ESTOI and SI-SDR per model and
 mode; ``MODE@N`` sets the reverse steps. The recipe's data folders may be overridden as in
-``audiodiff train`` (``data.clean=DIR ...``).
+``audiodiff train`` (``data.clean=DIR ...``), and so may its mixing (``data.mix.reverb_prob=0``).
+``--pairs DIR`` adds the recorded pairs of ``DIR/{clean,noisy}`` (never an evaluation set): the
+means are then printed for the mixtures, the pairs and both together.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from audiodiff.data.datasets import PairedDataset
+from audiodiff.data.pairs import find_pairs
 from audiodiff.enhance import Enhancer
 from audiodiff.metrics import compute_metrics
 from audiodiff.training.data import build_data
@@ -45,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE recipe overrides")
     parser.add_argument("--models", nargs="+", required=True, help="model folders or names")
     parser.add_argument("--modes", nargs="+", default=[None], help="MODE[:METHOD][@N][~T_EPS]")
+    parser.add_argument("--pairs", help="a folder of recorded clean/ and noisy/ pairs to add")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -53,6 +59,14 @@ def main(argv=None) -> int:
     data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, t.num_eval_files, t.seed)
     files = [data.eval_files[i] for i in range(len(data.eval_files))]  # (clean, noisy, index)
     rate = recipe.model.spec.sample_rate
+    parts = {"mixtures": slice(0, len(files))}
+    if args.pairs:
+        folder = Path(args.pairs)
+        recorded = PairedDataset(
+            find_pairs(folder.parent, folder.name), None, train=False, sample_rate=rate
+        )
+        files += [(*recorded[i], 0) for i in range(len(recorded))]
+        parts.update(pairs=slice(len(files) - len(recorded), None), all=slice(None))
     for model in args.models:
         enhancer = Enhancer.from_pretrained(model, device="cpu")
         for spec in args.modes:
@@ -61,9 +75,11 @@ def main(argv=None) -> int:
             for clean, noisy, index in files:
                 out = enhancer(noisy.numpy(), rate, seed=t.seed + int(index), **settings)
                 scores.append(compute_metrics(clean.numpy(), np.asarray(out), rate))
-            means = {m: float(np.nanmean([s[m] for s in scores])) for m in METRICS}
-            text = " ".join(f"{m} {v:.3f}" for m, v in means.items())
-            print(f"{model} {spec or 'default'} ({len(files)} files): {text}", flush=True)
+            for part, rows in parts.items():
+                means = {m: float(np.nanmean([s[m] for s in scores[rows]])) for m in METRICS}
+                text = " ".join(f"{m} {v:.3f}" for m, v in means.items())
+                count = len(scores[rows])
+                print(f"{model} {spec or 'default'} {part} ({count} files): {text}", flush=True)
     return 0
 
 

@@ -44,6 +44,27 @@ def parse_mode(spec: str) -> dict:
     }
 
 
+def load_utterances(recipe_path: str, overrides: list[str], pairs: str | None):
+    """(recipe, [(clean, noisy, index)], {part: slice of that list}) for the mixtures and pairs."""
+    recipe = load_recipe(recipe_path, overrides)
+    t, rate = recipe.train, recipe.model.spec.sample_rate
+    data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, t.num_eval_files, t.seed)
+    mixtures = data.eval_files or []
+    files = [mixtures[i] for i in range(len(mixtures))]  # (clean, noisy, index)
+    if not files and not pairs:
+        raise ValueError(f"{recipe_path}: nothing to score: set train.num_eval_files or --pairs")
+    parts = {"mixtures": slice(0, len(files))} if files else {}
+    if pairs:
+        folder = Path(pairs)
+        found = find_pairs(folder.parent, folder.name)
+        recorded = PairedDataset(found, None, train=False, sample_rate=rate)
+        files += [(*recorded[i], 0) for i in range(len(recorded))]
+        parts["pairs"] = slice(len(files) - len(recorded), None)
+        if len(parts) == 2:
+            parts["all"] = slice(None)
+    return recipe, files, parts
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
@@ -54,21 +75,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = load_recipe(args.recipe, args.overrides)
-    t = recipe.train
-    data = build_data(recipe.data, recipe.model.spec, recipe.crop_samples, t.num_eval_files, t.seed)
-    files = [data.eval_files[i] for i in range(len(data.eval_files))]  # (clean, noisy, index)
-    rate = recipe.model.spec.sample_rate
-    parts = {"mixtures": slice(0, len(files))}
-    if args.pairs:
-        folder = Path(args.pairs)
-        recorded = PairedDataset(
-            find_pairs(folder.parent, folder.name), None, train=False, sample_rate=rate
-        )
-        files += [(*recorded[i], 0) for i in range(len(recorded))]
-        parts.update(pairs=slice(len(files) - len(recorded), None), all=slice(None))
-    for model in args.models:
-        enhancer = Enhancer.from_pretrained(model, device="cpu")
+    try:
+        recipe, files, parts = load_utterances(args.recipe, args.overrides, args.pairs)
+        enhancers = {model: Enhancer.from_pretrained(model, device="cpu") for model in args.models}
+    except (OSError, ValueError) as err:  # missing folders, unreadable audio, bad recipes
+        lines = getattr(err, "problems", None) or str(err).splitlines()
+        raise SystemExit(f"error: {lines[0]}") from None
+    t, rate = recipe.train, recipe.model.spec.sample_rate
+    for model, enhancer in enhancers.items():
         for spec in args.modes:
             settings = parse_mode(spec) if spec else {}
             scores = []

@@ -30,8 +30,10 @@ def pool_valid():
     return module
 
 
-def test_pairs_are_scored_beside_the_mixtures_and_pooled(pool_valid, tmp_path, capsys):
-    # A small pool from the fixture pairs: their clean speech, and their noise (noisy - clean).
+@pytest.fixture
+def pool_argv(tmp_path) -> list[str]:
+    """A recipe and overrides for a small pool made of the fixture pairs: their clean speech, and
+    their noise (noisy - clean); one clean and one noise file are held out."""
     for folder in ("clean", "noise"):
         (tmp_path / folder).mkdir()
     for i, name in enumerate(sorted(p.name for p in (PAIRS / "clean").iterdir())):
@@ -39,12 +41,15 @@ def test_pairs_are_scored_beside_the_mixtures_and_pooled(pool_valid, tmp_path, c
         noisy, _ = read_mono(PAIRS / "noisy" / name)
         sf.write(tmp_path / "clean" / f"c{i}.wav", clean, rate)
         sf.write(tmp_path / "noise" / f"n{i}.wav", noisy - clean, rate)
-    overrides = [
-        f"data.clean={tmp_path / 'clean'}", f"data.noise={tmp_path / 'noise'}", "data.rir=null",
-        "data.mix.reverb_prob=0", "data.valid.holdout_clean=1", "data.valid.holdout_noise=1",
-        "train.num_eval_files=1",
+    return [
+        str(REPO / "recipes" / "pool" / "storm_tiny.yaml"), f"data.clean={tmp_path / 'clean'}",
+        f"data.noise={tmp_path / 'noise'}", "data.rir=null", "data.mix.reverb_prob=0",
+        "data.valid.holdout_clean=1", "data.valid.holdout_noise=1",
     ]  # fmt: skip
-    argv = [str(REPO / "recipes" / "pool" / "storm_tiny.yaml"), *overrides]
+
+
+def test_pairs_are_scored_beside_the_mixtures_and_pooled(pool_valid, pool_argv, capsys):
+    argv = [*pool_argv, "train.num_eval_files=1"]
     argv += ["--models", "storm-tiny-pool", "--modes", "predictive", "--pairs", str(PAIRS)]
     assert pool_valid.main(argv) == 0
     printed = capsys.readouterr().out
@@ -63,3 +68,18 @@ def test_pairs_are_scored_beside_the_mixtures_and_pooled(pool_valid, tmp_path, c
     np.testing.assert_allclose(rows["pairs"][1:], expected, atol=2e-3)
     pooled = (np.array(rows["mixtures"][1:]) + 2 * np.array(rows["pairs"][1:])) / 3
     np.testing.assert_allclose(rows["all"][1:], pooled, atol=2e-3)
+
+
+def test_bad_inputs_fail_in_one_line_naming_the_problem(pool_valid, pool_argv, tmp_path):
+    none, gone = [*pool_argv, "train.num_eval_files=0"], tmp_path / "gone"
+    cases = {
+        "nothing to score: set train.num_eval_files or --pairs": none,
+        f"{gone / 'clean'}: no such folder": [*none, "--pairs", str(gone)],
+        "nosuch: not a model folder": [*pool_argv, "train.num_eval_files=1"],
+    }
+    for message, argv in cases.items():
+        model = "nosuch" if "nosuch" in message else "storm-tiny-pool"
+        with pytest.raises(SystemExit) as exit_info:
+            pool_valid.main([*argv, "--models", model])
+        text = str(exit_info.value)
+        assert text.startswith("error: ") and message in text and "\n" not in text

@@ -257,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def describe_error(err: BaseException) -> tuple[str, int]:
     """An exception -> (the one line after ``error: ``, the exit code)."""
+    from .data.pairs import PairingError  # here: the error path only, not every start-up
+
     first = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, PairingError) and err.problems:  # one line per problem, each naming a file
+        more = len(err.problems) - 1
+        first = err.problems[0] + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
     if isinstance(err, InputError):  # incl. AudioError, UsageError
         return first, err.exit_code
     if isinstance(err, OSError) and err.filename is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiodiff.cli import describe_error
 from audiodiff.data.datasets import PairedDataset
 from audiodiff.data.pairs import find_pairs
 from audiodiff.enhance import Enhancer
@@ -79,8 +80,7 @@ def main(argv=None) -> int:
         recipe, files, parts = load_utterances(args.recipe, args.overrides, args.pairs)
         enhancers = {model: Enhancer.from_pretrained(model, device="cpu") for model in args.models}
     except (OSError, ValueError) as err:  # missing folders, unreadable audio, bad recipes
-        lines = getattr(err, "problems", None) or str(err).splitlines()
-        raise SystemExit(f"error: {lines[0]}") from None
+        raise SystemExit(f"error: {describe_error(err)[0]}") from None
     t, rate = recipe.train, recipe.model.spec.sample_rate
     for model, enhancer in enhancers.items():
         for spec in args.modes:

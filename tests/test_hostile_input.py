@@ -161,6 +161,8 @@ ROWS = [
     ("missing-model", ["enhance", "{in}/good.wav", "-o", "{out}", "--model", "{in}/nowhere"],
      1, ["nowhere", "not a model folder"]),
     ("recipe-typo", ["train", "{in}/typo.yaml"], 1, ["typo.yaml", "max_stepz"]),
+    ("train-missing-pairs", ["train", str(ROOT / "recipes" / "vbdmd" / "sgmse.yaml"),
+     "data.base={in}/nowhere"], 1, ["nowhere/train/clean", "no such folder", "1 more problem"]),
     ("pickle-without-trust", ["convert", "{in}/pickled.ckpt", "-o", "{out}"],
      1, ["pickled.ckpt", "--trust-pickle"]),
     ("atten-lim-negative", ["enhance", "{in}/good.wav", "-o", "{out}", "--atten-lim-db", "-1"],

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,21 @@ from audiodiff.nets import PRESETS
 
 # CI runs alone on 2 cores; set AUDIODIFF_TEST_THREADS=1 when something else is busy on them
 torch.set_num_threads(int(os.environ.get("AUDIODIFF_TEST_THREADS", "2")))
+
+EVAL = Path(__file__).resolve().parents[1] / "eval"
+
+
+@pytest.fixture(scope="session")
+def eval_script():
+    """``eval_script(name)``: ``eval/NAME.py`` loaded as a module (eval/ is not a package)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, EVAL / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -105,19 +105,14 @@ def test_bridge_model_streams(bridge):
         RealtimeEnhancer(model, config, mode="diffusion")
 
 
-def test_bench_and_compare_know_the_bridge_mode():
-    import importlib.util
-
+def test_bench_and_compare_know_the_bridge_mode(eval_script):
     from audiodiff.bench.measure import model_config
     from audiodiff.bench.speed import steps_for
 
     assert model_config("bridge", "ncsnpp_tiny").kind == "bridge"
     assert steps_for("bridge", "sb_ode", 5, 1) == (5, 0) and steps_for("bridge", "pc", 5, 1) is None
     assert steps_for("score", "sb_ode", 5, 1) is None
-    path = Path(__file__).resolve().parents[1] / "eval" / "compare.py"
-    spec = importlib.util.spec_from_file_location("compare", path)
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = eval_script("compare")
     assert compare.parse_mode_spec("bridge:sb_sde@8") == {
         "mode": "bridge",
         "method": "sb_sde",

@@ -1,6 +1,5 @@
 """eval/compare.py: mode specs, and a full run on the fixture pairs scored independently."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,11 +13,8 @@ PAIRS = REPO / "tests" / "data" / "pairs"
 
 
 @pytest.fixture(scope="module")
-def compare():
-    spec = importlib.util.spec_from_file_location("compare", REPO / "eval" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compare(eval_script):
+    return eval_script("compare")
 
 
 def test_mode_specs_parse_and_bad_ones_are_named(compare):

@@ -1,6 +1,5 @@
 """eval/pool_valid.py: held-out pool mixtures and recorded pairs, the pairs scored independently."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -23,11 +22,8 @@ def read_mono(path: Path) -> tuple[np.ndarray, int]:
 
 
 @pytest.fixture(scope="module")
-def pool_valid():
-    spec = importlib.util.spec_from_file_location("pool_valid", REPO / "eval" / "pool_valid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pool_valid(eval_script):
+    return eval_script("pool_valid")
 
 
 @pytest.fixture

@@ -267,6 +267,8 @@ def describe_error(err: BaseException) -> tuple[str, int]:
         return first, err.exit_code
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or first}", EXIT_FAILED_INPUT
+    if isinstance(err, FileNotFoundError):  # our own "PATH: no such folder", naming the path
+        return first, EXIT_FAILED_INPUT
     if isinstance(err, ValueError):  # a file, recipe or model the command could not use
         return first, EXIT_FAILED_INPUT
     return (

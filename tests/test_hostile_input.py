@@ -163,6 +163,8 @@ ROWS = [
     ("recipe-typo", ["train", "{in}/typo.yaml"], 1, ["typo.yaml", "max_stepz"]),
     ("train-missing-pairs", ["train", str(ROOT / "recipes" / "vbdmd" / "sgmse.yaml"),
      "data.base={in}/nowhere"], 1, ["nowhere/train/clean", "no such folder", "1 more problem"]),
+    ("train-missing-pool", ["train", str(ROOT / "recipes" / "pool" / "bridge_tiny.yaml"),
+     "data.clean={in}/nowhere"], 1, ["nowhere", "no such folder"]),
     ("pickle-without-trust", ["convert", "{in}/pickled.ckpt", "-o", "{out}"],
      1, ["pickled.ckpt", "--trust-pickle"]),
     ("atten-lim-negative", ["enhance", "{in}/good.wav", "-o", "{out}", "--atten-lim-db", "-1"],
@@ -183,7 +185,7 @@ def test_bad_input_is_one_line_and_touches_nothing(argv, code, words, inputs, tm
     assert got == code, err
     assert len(err) == 1 and err[0].startswith("error: "), err  # one line, no traceback
     assert all(word in err[0] for word in words), (words, err[0])
-    assert "Traceback" not in err[0]
+    assert "Traceback" not in err[0] and "unexpected" not in err[0]  # an input error, named
     assert tree_hash(inputs) == before  # inputs unchanged, nothing written among them
     # no output, partial or temp file: at most enhance's report of the failed files
     written = {p.name for p in out.rglob("*")} if out.exists() else set()

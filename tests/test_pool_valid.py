@@ -72,6 +72,7 @@ def test_bad_inputs_fail_in_one_line_naming_the_problem(pool_valid, pool_argv, t
         "nothing to score: set train.num_eval_files or --pairs": none,
         f"{gone / 'clean'}: no such folder": [*none, "--pairs", str(gone)],
         "nosuch: not a model folder": [*pool_argv, "train.num_eval_files=1"],
+        f"{gone}: no such folder": [*pool_argv, f"data.noise={gone}"],
     }
     for message, argv in cases.items():
         model = "nosuch" if "nosuch" in message else "storm-tiny-pool"
@@ -79,3 +80,4 @@ def test_bad_inputs_fail_in_one_line_naming_the_problem(pool_valid, pool_argv, t
             pool_valid.main([*argv, "--models", model])
         text = str(exit_info.value)
         assert text.startswith("error: ") and message in text and "\n" not in text
+        assert "unexpected" not in text
